@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# One entry point for the project: set-up, tests, the demo and every published command.
+#   ./run.sh setup     create .venv, install pinned requirements, build the FB operator library
+#   ./run.sh test      setup if needed, then the test suite (what CI runs)
+#   ./run.sh demo      setup, embedded dataset, baseline + FBN training, table and curves
+#   ./run.sh help      list every subcommand with the paper number it should reach
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$ROOT"
+VENV="${VENV:-$ROOT/.venv}"
+PY="$VENV/bin/python"
+PYTHON_BIN="${PYTHON:-python3.11}"
+# MXNet uses only half the cores unless this is set before it is imported.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc 2>/dev/null || echo 2)}"
+
+declare -a CMD_NAMES=()
+declare -A CMD_HELP=()
+# register_cmd NAME "one-line description (paper number)"; the function cmd_NAME runs it.
+register_cmd() { CMD_NAMES+=("$1"); CMD_HELP["$1"]="$2"; }
+
+log() { printf '[run.sh] %s\n' "$*" >&2; }
+
+have_root() { [ "$(id -u)" = 0 ] || command -v sudo >/dev/null 2>&1; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# System packages: oneDNN (fast sgemm for the FB operator; without it the operator falls back to
+# the OpenBLAS inside the MXNet wheel) and graphviz (`dot`, for tools/viz.py images).
+install_system_deps() {
+  local missing=()
+  [ -f /usr/include/dnnl.h ] || [ -f /usr/include/oneapi/dnnl/dnnl.h ] || missing+=(libdnnl-dev)
+  command -v dot >/dev/null 2>&1 || missing+=(graphviz)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if command -v apt-get >/dev/null 2>&1 && have_root; then
+    log "installing system packages: ${missing[*]}"
+    as_root apt-get update -qq >/dev/null 2>&1 || true
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
+      || log "WARNING: apt-get could not install ${missing[*]} (the FB operator then uses OpenBLAS; viz images need graphviz)"
+  else
+    log "WARNING: cannot install ${missing[*]} (no apt-get/root). The FB operator will use OpenBLAS; install graphviz for viz images."
+  fi
+}
+
+cmd_setup() {
+  if [ ! -x "$PY" ]; then
+    command -v "$PYTHON_BIN" >/dev/null 2>&1 || { log "ERROR: $PYTHON_BIN not found (Python 3.11 is required; set PYTHON=...)"; exit 1; }
+    log "creating $VENV with $PYTHON_BIN"
+    "$PYTHON_BIN" -m venv "$VENV"
+  fi
+  local stamp="$VENV/.requirements.sha"
+  local want; want="$(cat requirements.txt requirements-dev.txt | sha1sum | cut -d' ' -f1)"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "installing pinned requirements"
+    "$PY" -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+    echo "$want" > "$stamp"
+  fi
+  install_system_deps
+  log "building the FB operator library"
+  "$PY" -m mxrepro.ops --build
+}
+
+cmd_test() {
+  cmd_setup
+  "$PY" -m pytest -q "$@"
+}
+
+cmd_help() {
+  cat <<EOF
+usage: ./run.sh COMMAND [args]
+
+  setup          create .venv, install pinned requirements, build operators/ (idempotent)
+  test [ARGS]    setup, then run the test suite (extra ARGS go to pytest)
+  demo           train a baseline and an FBN network on the embedded digits dataset
+  help           this list
+EOF
+  local n
+  for n in "${CMD_NAMES[@]}"; do printf '  %-28s %s\n' "$n" "${CMD_HELP[$n]}"; done
+  cat <<EOF
+
+Environment: DATA_DIR, GPUS (comma list, empty = CPU), BATCH_SIZE override the published values.
+EOF
+}
+
+# Published commands of each paper live beside their scripts and register themselves here.
+for f in "$ROOT"/tools/run_*.sh; do
+  [ -f "$f" ] && source "$f"
+done
+
+main() {
+  local cmd="${1:-help}"; shift || true
+  case "$cmd" in
+    setup|test|help) "cmd_$cmd" "$@" ;;
+    -h|--help) cmd_help ;;
+    *)
+      if declare -F "cmd_${cmd//-/_}" >/dev/null; then "cmd_${cmd//-/_}" "$@"
+      else log "unknown command '$cmd'"; cmd_help; exit 2; fi ;;
+  esac
+}
+main "$@"
