@@ -2,7 +2,7 @@
 //
 // Maths (fbn.md section 1.2, "FBN" ICCV 2017): for every output position s (im2col patch x_s in R^K,
 // K = C*kh*kw) and output channel j with factors v_{j,f} in R^K and per-factor path scale s_f
-// (the DropFactor mask, section 2):
+// (the DropFactor mask, fbn.md section 2):
 //     y[s,j] = sum_f s_f * ( (v_{jf} . x_s)^2 - sum_k v_{jfk}^2 x_{sk}^2 ) + bias_j
 // i.e. the pairwise terms sum_{k!=l} <w_k, w_l> x_k x_l with no 1/2 factor.
 //
@@ -21,6 +21,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace fbop {
 
@@ -29,10 +30,9 @@ struct Geom {
   int N = 0, F = 0;                     // num_filter, num_factor
   int kh = 1, kw = 1, sh = 1, sw = 1, ph = 0, pw = 0, dh = 1, dw = 1;
   int OH = 0, OW = 0;                   // output spatial size (as a convolution)
-  bool has_bias = true;
 
-  int K() const { return C * kh * kw; }
-  int NF() const { return N * F; }
+  int64_t K() const { return int64_t(C) * kh * kw; }
+  int64_t NF() const { return int64_t(N) * F; }
   int64_t P() const { return int64_t(OH) * OW; }      // positions per image
   bool is_pointwise() const {                           // 1x1, stride 1, pad 0: X is a transpose
     return kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0;
@@ -48,29 +48,42 @@ struct Geom {
 enum GradMode { kGradExact = 0, kGradReference = 1 };
 
 // ---------------------------------------------------------------- CPU (fbop_cpu.cc)
-// scale: F path scales (already resolved from the DropFactor mask and mode).
-// T cache: when `tcache` is non-null the forward stores T (S, NF) there for the backward, which then
-// skips one GEMM (FMConvolution3); with a null cache the backward recomputes T chunk by chunk
-// within `ws_bytes` (FMConvolution1).
-struct CpuWorkspace;  // opaque
+// Scratch kept between calls (so large buffers are not re-faulted every iteration) and, for
+// FMConvolution3 (`cache_t`), the forward's X and T reused by the backward.
+struct CpuState {
+  bool cache_t = false;        // FMConvolution3: whole batch in one chunk, keep T for backward
+  size_t budget_bytes = 512u << 20;  // FMConvolution1: scratch budget (the `workspace` attribute)
+  std::vector<float> buf;      // scratch (and cache) storage
+  bool cache_valid = false;    // X and T of the last forward are in buf
+  const float* cache_x = nullptr;  // identity of the cached input (sanity check)
+  size_t peak_bytes = 0;       // largest scratch used by one call (reported by the benchmark)
+};
 
-// Bytes of scratch a CPU forward/backward will use for a chunk budget of `budget_bytes`.
-size_t cpu_chunk_images(const Geom& g, size_t budget_bytes, bool cache_t);
-
+// scale: F path scales already resolved from the DropFactor mask and mode (see fbop_lib.cc).
+// gx / gv / gbias may be null (not computed).
 void cpu_forward(const Geom& g, const float* x, const float* v, const float* bias,
-                 const float* scale, float* y, float* tcache, size_t budget_bytes);
+                 const float* scale, float* y, CpuState* st);
 void cpu_backward(const Geom& g, int grad_mode, const float* gy, const float* x, const float* v,
-                  const float* scale, const float* tcache, float* gx, float* gv, float* gbias,
-                  size_t budget_bytes);
+                  const float* scale, float* gx, float* gv, float* gbias, CpuState* st);
+
+// Row-major single-precision GEMM, C = alpha op(A) op(B) + beta C (oneDNN or OpenBLAS).
+void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+const char* gemm_backend();
 
 // ---------------------------------------------------------------- GPU (fbop_gpu.cu)
-// Same maths on device pointers; `ws` is device scratch of at least gpu_workspace_bytes(g).
-// Return 0 on success, a CUDA error code otherwise.
+// Same maths on device pointers (x, v, bias, scale, y, gy, gx, gv, gbias all on the device);
+// `ws` is device scratch of at least gpu_workspace_bytes(g, images_per_chunk) bytes and the work
+// is split into chunks of `images_per_chunk` images. gx/gv/gbias may be null. Everything runs
+// on `stream` (a cudaStream_t). Return 0 on success, the cudaError_t code otherwise.
 size_t gpu_workspace_bytes(const Geom& g, int images_per_chunk);
 int gpu_forward(const Geom& g, const float* x, const float* v, const float* bias,
-                const float* scale, float* y, void* ws, size_t ws_bytes, void* stream);
+                const float* scale, float* y, void* ws, size_t ws_bytes, int images_per_chunk,
+                void* stream);
 int gpu_backward(const Geom& g, int grad_mode, const float* gy, const float* x, const float* v,
                  const float* scale, float* gx, float* gv, float* gbias, void* ws,
-                 size_t ws_bytes, void* stream);
+                 size_t ws_bytes, int images_per_chunk, void* stream);
+// Resolve the F path scales on the device from the Dropout mask (see resolve_scale in fbop_lib.cc).
+int gpu_resolve_scale(const float* mask, int F, float p, int mode, float* scale, void* stream);
 
 }  // namespace fbop

@@ -1,0 +1,327 @@
+// CPU implementation of the Factorized Bilinear layer (maths and layout: fbop.h).
+//
+// Three large GEMMs per training step (T = X V^T, dV = dT^T X, dX = dT V), each 2*S*K*N*F flops,
+// plus three small ones (1/F of the work). FMConvolution3 (`cache_t`) keeps X and T from the
+// forward so the backward needs no fourth GEMM; FMConvolution1 works in image/output chunks within
+// a fixed scratch budget and recomputes T in the backward.
+#include "fbop.h"
+
+#include <algorithm>
+#include <cstring>
+#include <omp.h>
+
+#ifdef FBOP_USE_DNNL
+#include <dnnl.h>
+#else
+extern "C" void cblas_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha,
+                            const float* A, int lda, const float* B, int ldb, float beta, float* C,
+                            int ldc);
+#endif
+
+namespace fbop {
+
+const char* gemm_backend() {
+#ifdef FBOP_USE_DNNL
+  return "onednn";
+#else
+  return "openblas";
+#endif
+}
+
+void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {  // C = beta C
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.f ? 0.f : beta * C[i * ldc + j];
+    return;
+  }
+#ifdef FBOP_USE_DNNL
+  dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+#else
+  cblas_sgemm(101, ta ? 112 : 111, tb ? 112 : 111, int(M), int(N), int(K), alpha, A, int(lda), B,
+              int(ldb), beta, C, int(ldc));
+#endif
+}
+
+namespace {
+
+// X[(b,oh,ow), (c,i,j)] for images [b0, b0+nb).
+void im2col(const Geom& g, const float* x, int b0, int nb, float* X) {
+  const int64_t K = g.K(), P = g.P(), HW = int64_t(g.H) * g.W;
+  if (g.is_pointwise()) {  // a per-image transpose (C, P) -> (P, C), blocked for the cache
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < nb; ++b)
+      for (int64_t c0 = 0; c0 < K; c0 += 64) {
+        const float* src = x + (int64_t(b0 + b) * g.C) * HW;
+        float* dst = X + int64_t(b) * P * K;
+        int64_t c1 = std::min<int64_t>(K, c0 + 64);
+        for (int64_t p = 0; p < P; ++p)
+          for (int64_t c = c0; c < c1; ++c) dst[p * K + c] = src[c * HW + p];
+      }
+    return;
+  }
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int b = 0; b < nb; ++b)
+    for (int oh = 0; oh < g.OH; ++oh) {
+      const float* src = x + int64_t(b0 + b) * g.C * HW;
+      for (int ow = 0; ow < g.OW; ++ow) {
+        float* row = X + ((int64_t(b) * g.OH + oh) * g.OW + ow) * K;
+        int64_t k = 0;
+        for (int c = 0; c < g.C; ++c)
+          for (int i = 0; i < g.kh; ++i) {
+            int h = oh * g.sh - g.ph + i * g.dh;
+            for (int j = 0; j < g.kw; ++j, ++k) {
+              int w = ow * g.sw - g.pw + j * g.dw;
+              row[k] = (h >= 0 && h < g.H && w >= 0 && w < g.W) ? src[(int64_t(c) * g.H + h) * g.W + w] : 0.f;
+            }
+          }
+      }
+    }
+}
+
+// gx[b0+b] = col2im(dXc) for images [b0, b0+nb); dXc (S, K) holds the final column gradient.
+void col2im(const Geom& g, const float* dXc, int b0, int nb, float* gx) {
+  const int64_t K = g.K(), P = g.P(), HW = int64_t(g.H) * g.W;
+  if (g.is_pointwise()) {
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < nb; ++b)
+      for (int64_t c0 = 0; c0 < K; c0 += 64) {
+        const float* src = dXc + int64_t(b) * P * K;
+        float* dst = gx + int64_t(b0 + b) * g.C * HW;
+        int64_t c1 = std::min<int64_t>(K, c0 + 64);
+        for (int64_t c = c0; c < c1; ++c)
+          for (int64_t p = 0; p < P; ++p) dst[c * HW + p] = src[p * K + c];
+      }
+    return;
+  }
+  // Each (image, channel) plane is written by one thread: no races.
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int b = 0; b < nb; ++b)
+    for (int c = 0; c < g.C; ++c) {
+      float* dst = gx + (int64_t(b0 + b) * g.C + c) * HW;
+      std::fill(dst, dst + HW, 0.f);
+      for (int oh = 0; oh < g.OH; ++oh)
+        for (int ow = 0; ow < g.OW; ++ow) {
+          const float* row = dXc + ((int64_t(b) * g.OH + oh) * g.OW + ow) * K + int64_t(c) * g.kh * g.kw;
+          for (int i = 0; i < g.kh; ++i) {
+            int h = oh * g.sh - g.ph + i * g.dh;
+            if (h < 0 || h >= g.H) continue;
+            for (int j = 0; j < g.kw; ++j) {
+              int w = ow * g.sw - g.pw + j * g.dw;
+              if (w >= 0 && w < g.W) dst[int64_t(h) * g.W + w] += row[i * g.kw + j];
+            }
+          }
+        }
+    }
+}
+
+void square(const float* a, float* out, int64_t n) {
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] * a[i];
+}
+
+// Cs[j,k] = sum_f s_f V[jf,k]^2 for outputs [j0, j0+nj)
+void column_norms(const Geom& g, const float* v, const float* scale, int j0, int nj, float* Cs) {
+  const int64_t K = g.K();
+#pragma omp parallel for schedule(static)
+  for (int j = 0; j < nj; ++j) {
+    float* out = Cs + int64_t(j) * K;
+    std::fill(out, out + K, 0.f);
+    for (int f = 0; f < g.F; ++f) {
+      const float s = scale[f];
+      if (s == 0.f) continue;
+      const float* row = v + (int64_t(j0 + j) * g.F + f) * K;
+#pragma omp simd
+      for (int64_t k = 0; k < K; ++k) out[k] += s * row[k] * row[k];
+    }
+  }
+}
+
+struct Plan {
+  int nb;  // images per chunk
+  int jb;  // outputs per block
+};
+
+size_t chunk_floats(const Geom& g, int64_t nb, int64_t jb, bool backward) {
+  const int64_t S = nb * g.P(), K = g.K();
+  // X, X2, T block, G / D block, and (backward) dX and G*Cs
+  int64_t f = S * K * 2 + S * jb * g.F + S * g.N + jb * K;
+  if (backward) f += S * K * 2 + int64_t(g.N) * K;
+  return size_t(f);
+}
+
+Plan make_plan(const Geom& g, size_t budget, bool whole) {
+  if (whole) return {g.B, g.N};
+  const size_t fl = budget / sizeof(float);
+  Plan p{1, g.N};
+  if (chunk_floats(g, 1, g.N, true) > fl) {  // one image does not fit: block the outputs
+    int lo = 1, hi = g.N;
+    while (lo < hi) {
+      int mid = (lo + hi + 1) / 2;
+      if (chunk_floats(g, 1, mid, true) <= fl) lo = mid; else hi = mid - 1;
+    }
+    p.jb = lo;
+    return p;
+  }
+  int lo = 1, hi = g.B;
+  while (lo < hi) {
+    int mid = (lo + hi + 1) / 2;
+    if (chunk_floats(g, mid, g.N, true) <= fl) lo = mid; else hi = mid - 1;
+  }
+  p.nb = lo;
+  return p;
+}
+
+float* reserve(CpuState* st, size_t floats) {
+  if (st->buf.size() < floats) {
+    st->buf.clear();
+    st->buf.shrink_to_fit();
+    st->buf.resize(floats);
+  }
+  st->peak_bytes = std::max(st->peak_bytes, floats * sizeof(float));
+  return st->buf.data();
+}
+
+// T block (S, jb*F) = X (S,K) . V[j0*F .. (j0+jb)*F)^T
+void compute_t(const Geom& g, const float* X, const float* v, int64_t S, int j0, int jb, float* T) {
+  const int64_t K = g.K(), nf = int64_t(jb) * g.F;
+  sgemm(false, true, S, nf, K, 1.f, X, K, v + int64_t(j0) * g.F * K, K, 0.f, T, nf);
+}
+
+}  // namespace
+
+void cpu_forward(const Geom& g, const float* x, const float* v, const float* bias,
+                 const float* scale, float* y, CpuState* st) {
+  const bool whole = st->cache_t;
+  const Plan pl = make_plan(g, st->budget_bytes, whole);
+  const int64_t K = g.K(), P = g.P(), N = g.N, F = g.F;
+  const int64_t Smax = int64_t(pl.nb) * P;
+  // buffer layout: X | X2 | T | D | Cs
+  const size_t nX = Smax * K, nT = Smax * pl.jb * F, nD = Smax * pl.jb, nC = int64_t(pl.jb) * K;
+  float* base = reserve(st, nX * 2 + nT + nD + nC);
+  float *X = base, *X2 = X + nX, *T = X2 + nX, *D = T + nT, *Cs = D + nD;
+  st->cache_valid = false;
+  for (int b0 = 0; b0 < g.B; b0 += pl.nb) {
+    const int nb = std::min(pl.nb, g.B - b0);
+    const int64_t S = int64_t(nb) * P;
+    im2col(g, x, b0, nb, X);
+    square(X, X2, S * K);
+    for (int j0 = 0; j0 < g.N; j0 += pl.jb) {
+      const int jb = std::min<int>(pl.jb, g.N - j0);
+      const int64_t nf = int64_t(jb) * F;
+      compute_t(g, X, v, S, j0, jb, T);
+      column_norms(g, v, scale, j0, jb, Cs);
+      sgemm(false, true, S, jb, K, 1.f, X2, K, Cs, K, 0.f, D, jb);
+#pragma omp parallel for schedule(static)
+      for (int64_t s = 0; s < S; ++s) {
+        const int64_t b = s / P, p = s % P;
+        const float* t = T + s * nf;
+        float* out = y + (b0 + b) * N * P + p;
+        for (int j = 0; j < jb; ++j) {
+          float acc = 0.f;
+          const float* tj = t + int64_t(j) * F;
+#pragma omp simd reduction(+ : acc)
+          for (int64_t f = 0; f < F; ++f) acc += scale[f] * tj[f] * tj[f];
+          acc -= D[s * jb + j];
+          if (bias) acc += bias[j0 + j];
+          out[int64_t(j0 + j) * P] = acc;
+        }
+      }
+    }
+  }
+  if (whole) {  // X and T of the whole batch stay in buf for the backward
+    st->cache_valid = true;
+    st->cache_x = x;
+  }
+}
+
+void cpu_backward(const Geom& g, int grad_mode, const float* gy, const float* x, const float* v,
+                  const float* scale, float* gx, float* gv, float* gbias, CpuState* st) {
+  const bool whole = st->cache_t;
+  const Plan pl = make_plan(g, st->budget_bytes, whole);
+  const int64_t K = g.K(), P = g.P(), N = g.N, F = g.F, NF = g.NF();
+  const int64_t Smax = int64_t(pl.nb) * P;
+  const bool cached = whole && st->cache_valid && st->cache_x == x;
+  // buffer layout (forward-compatible prefix): X | X2 | T | D(unused) | Cs | G | dX | GC | E
+  const size_t nX = Smax * K, nT = Smax * pl.jb * F, nD = Smax * pl.jb, nC = int64_t(pl.jb) * K;
+  const size_t nG = Smax * N, nE = size_t(N) * K;
+  const size_t total = nX * 2 + nT + nD + nC + nG + nX * 2 + nE + N * K;
+  float* base;
+  if (cached) {  // keep the cached prefix: grow without losing X and T
+    if (st->buf.size() < total) st->buf.resize(total);
+    st->peak_bytes = std::max(st->peak_bytes, total * sizeof(float));
+    base = st->buf.data();
+  } else {
+    base = reserve(st, total);
+  }
+  float *X = base, *X2 = X + nX, *T = X2 + nX, *D = T + nT, *Cs = D + nD, *G = Cs + nC;
+  float *dX = G + nG, *GC = dX + nX, *E = GC + nX, *Csall = E + nE;
+  (void)D;
+  column_norms(g, v, scale, 0, g.N, Csall);
+  if (gbias) std::fill(gbias, gbias + N, 0.f);
+  for (int b0 = 0; b0 < g.B; b0 += pl.nb) {
+    const int nb = std::min(pl.nb, g.B - b0);
+    const int64_t S = int64_t(nb) * P;
+    if (!cached) im2col(g, x, b0, nb, X);
+    square(X, X2, S * K);
+    // G (S, N) gathered from gy (B, N, P)
+#pragma omp parallel for schedule(static)
+    for (int64_t s = 0; s < S; ++s) {
+      const int64_t b = s / P, p = s % P;
+      const float* src = gy + (b0 + b) * N * P + p;
+      for (int64_t j = 0; j < N; ++j) G[s * N + j] = src[j * P];
+    }
+    if (gbias) {
+      for (int64_t s = 0; s < S; ++s)
+        for (int64_t j = 0; j < N; ++j) gbias[j] += G[s * N + j];
+    }
+    const float beta = b0 == 0 ? 0.f : 1.f;
+    if (gv) sgemm(true, false, N, K, S, 1.f, G, N, X2, K, beta, E, K);  // E += G^T X2
+    for (int j0 = 0; j0 < g.N; j0 += pl.jb) {
+      const int jb = std::min<int>(pl.jb, g.N - j0);
+      const int64_t nf = int64_t(jb) * F;
+      if (!cached) compute_t(g, X, v, S, j0, jb, T);
+      // dT = 2 s_f g T, in place
+#pragma omp parallel for schedule(static)
+      for (int64_t s = 0; s < S; ++s) {
+        float* t = T + s * nf;
+        for (int j = 0; j < jb; ++j) {
+          const float gj = 2.f * G[s * N + j0 + j];
+          float* tj = t + int64_t(j) * F;
+#pragma omp simd
+          for (int64_t f = 0; f < F; ++f) tj[f] *= gj * scale[f];
+        }
+      }
+      const float* vb = v + int64_t(j0) * F * K;
+      if (gv) sgemm(true, false, nf, K, S, 1.f, T, nf, X, K, beta, gv + int64_t(j0) * F * K, K);
+      if (gx) sgemm(false, false, S, K, nf, 1.f, T, nf, vb, K, j0 == 0 ? 0.f : 1.f, dX, K);
+    }
+    if (cached) st->cache_valid = false;  // T was overwritten by dT
+    if (gx) {
+      sgemm(false, false, S, K, N, 1.f, G, N, Csall, K, 0.f, GC, K);  // G Cs
+      const int64_t n = S * K;
+      if (grad_mode == kGradReference) {
+#pragma omp parallel for simd schedule(static)
+        for (int64_t i = 0; i < n; ++i) dX[i] -= 2.f * GC[i];
+      } else {
+#pragma omp parallel for simd schedule(static)
+        for (int64_t i = 0; i < n; ++i) dX[i] -= 2.f * X[i] * GC[i];
+      }
+      col2im(g, dX, b0, nb, gx);
+    }
+  }
+  if (gv) {  // diagonal term: dV[jf,k] -= 2 s_f V[jf,k] E[j,k]
+#pragma omp parallel for schedule(static)
+    for (int64_t jf = 0; jf < NF; ++jf) {
+      const float s2 = 2.f * scale[jf % F];
+      const float* e = E + (jf / F) * K;
+      const float* vr = v + jf * K;
+      float* out = gv + jf * K;
+#pragma omp simd
+      for (int64_t k = 0; k < K; ++k) out[k] -= s2 * vr[k] * e[k];
+    }
+  }
+}
+
+}  // namespace fbop
