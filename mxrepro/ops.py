@@ -34,7 +34,7 @@ OPS = ("FMConvolution1", "FMConvolution3")
 DROPFACTOR_MODES = ("inverted", "reference", "paper")
 GRAD_MODES = ("exact", "reference")
 
-_generated = {}   # (module, op) -> the function mx.library.load generated
+_generated = {}   # ('sym'|'nd', op) -> the function mx.library.load generated
 _loaded_path = None
 
 
@@ -94,13 +94,19 @@ def load(path=None):
         mx.library.load(path, verbose=False)
         _loaded_path = path
     for op in OPS:
-        for mod in (mx.symbol, mx.ndarray):
+        for kind, mod in (("sym", mx.symbol), ("nd", mx.ndarray)):
             fn = getattr(mod, op)
             if not getattr(fn, "_mxrepro_wrapper", False):
-                _generated[(mod.__name__, op)] = fn
+                _generated[(kind, op)] = fn
         setattr(mx.symbol, op, _make_wrapper(op, symbolic=True))
         setattr(mx.ndarray, op, _make_wrapper(op, symbolic=False))
     return path
+
+
+def compiled_op(op, symbolic=False):
+    """The generated function of the compiled operator, whose inputs are (data, weight, [bias],
+    mask) with every attribute a string: for tests that pass a DropFactor mask by hand."""
+    return _generated[("sym" if symbolic else "nd", op)]
 
 
 def _lib():
@@ -147,7 +153,7 @@ def _attrs(num_filter, num_factor, kernel, stride, pad, dilate, no_bias, p, work
 
 
 def _make_wrapper(op, symbolic):
-    gen = _generated[((mx.symbol if symbolic else mx.ndarray).__name__, op)]
+    gen = _generated[("sym" if symbolic else "nd", op)]
 
     def fm_convolution(data=None, weight=None, bias=None, num_filter=None, num_factor=1, kernel=None,
                        stride=(1, 1), pad=(0, 0), dilate=(1, 1), no_bias=False, p=0.5,
@@ -169,23 +175,25 @@ def _make_wrapper(op, symbolic):
             raise mx.base.MXNetError("%s: num_factor must be >= 1, got %s" % (op, num_factor))
         if symbolic:
             name = mx.name.NameManager.current.get(name, op.lower())
-            if weight is None:
-                weight = mx.sym.var(name + "_weight")
-            if bias is None and not a["no_bias"]:
-                bias = mx.sym.var(name + "_bias")
-            ones = mx.sym.ones(shape=(nfac,), name=name + "_ones")
-            mask = mx.sym.Dropout(ones, p=a["p"], name=name + "_dropfactor") if a["p"] > 0 else ones
-            mask = mx.sym.BlockGrad(mask, name=name + "_mask")
-        else:
-            if weight is None or (bias is None and not a["no_bias"]):
-                raise mx.base.MXNetError("%s: mx.nd needs weight%s arrays" % (op, "" if a["no_bias"] else " and bias"))
-            ones = mx.nd.ones((nfac,), ctx=data.context)
-            mask = mx.nd.Dropout(ones, p=a["p"]) if a["p"] > 0 else ones
+            with mx.name.NameManager():  # `name` is final: no second prefix (Gluon name scopes)
+                return _symbolic(gen, data, weight, bias, nfac, a, name, attr)
+        if weight is None or (bias is None and not a["no_bias"]):
+            raise mx.base.MXNetError("%s: mx.nd needs weight%s arrays" % (op, "" if a["no_bias"] else " and bias"))
+        ones = mx.nd.ones((nfac,), ctx=data.context)
+        mask = mx.nd.Dropout(ones, p=a["p"]) if a["p"] > 0 else ones
         inputs = [data, weight] + ([] if a["no_bias"] else [bias]) + [mask]
-        kw = {k: str(v) for k, v in a.items()}
-        if symbolic:
-            return gen(*inputs, name=name, attr=attr, **kw)
-        return gen(*inputs, out=out, **kw)
+        return gen(*inputs, out=out, **{k: str(v) for k, v in a.items()})
+
+    def _symbolic(gen, data, weight, bias, nfac, a, name, attr):
+        if weight is None:
+            weight = mx.sym.var(name + "_weight")
+        if bias is None and not a["no_bias"]:
+            bias = mx.sym.var(name + "_bias")
+        ones = mx.sym.ones(shape=(nfac,), name=name + "_ones")
+        mask = mx.sym.Dropout(ones, p=a["p"], name=name + "_dropfactor") if a["p"] > 0 else ones
+        mask = mx.sym.BlockGrad(mask, name=name + "_mask")
+        inputs = [data, weight] + ([] if a["no_bias"] else [bias]) + [mask]
+        return gen(*inputs, name=name, attr=attr, **{k: str(v) for k, v in a.items()})
 
     fm_convolution.__name__ = op
     fm_convolution.__qualname__ = op

@@ -222,6 +222,9 @@ MXReturnValue parseAttrs(const std::unordered_map<std::string, std::string>& att
   return MX_SUCCESS;
 }
 
+// MXNet passes unknown dimensions of partially known shapes as -1 (as unsigned) or 0.
+constexpr unsigned kUnknownDim = 0xFFFFFFFFu;
+
 const char* kInputNames[] = {"data", "weight", "bias", "mask"};
 
 template <const char* OP>
@@ -258,7 +261,7 @@ MXReturnValue inferShape(const std::unordered_map<std::string, std::string>& att
     return MX_FAIL;
   }
   for (unsigned d : ds)
-    if (d == 0) return MX_SUCCESS;  // unknown dimension
+    if (d == 0 || d == kUnknownDim) return MX_SUCCESS;  // unknown dimension
   fbop::Geom g;
   if (!make_geom(P, std::vector<int64_t>(ds.begin(), ds.end()), &g)) {
     MX_ERROR_MSG << OP << ": kernel " << P.kh << "x" << P.kw << " (dilate " << P.dh << "x" << P.dw
@@ -274,7 +277,7 @@ MXReturnValue inferShape(const std::unordered_map<std::string, std::string>& att
   for (size_t i = 0; i < want.size(); ++i) {
     auto& have = (*in_shapes)[i + 1];
     bool known = !have.empty();
-    for (unsigned d : have) known = known && d != 0;
+    for (unsigned d : have) known = known && d != 0 && d != kUnknownDim;
     if (known && have != want[i]) {
       std::ostringstream a, b;
       for (unsigned d : have) a << d << ",";

@@ -1,0 +1,411 @@
+"""FMConvolution1 / FMConvolution3 against the independent NumPy reference (tests/fbref.py),
+finite differences, every API surface, DropFactor statistics and every error path (issue A)."""
+import os
+
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet import autograd, gluon
+
+import fbref
+from mxrepro import ops
+
+OPS = ["FMConvolution1", "FMConvolution3"]
+GEOMS = [
+    dict(kernel=(1, 1)),
+    dict(kernel=(3, 3), pad=(1, 1)),
+    dict(kernel=(3, 2), stride=(2, 1), pad=(1, 0)),
+    dict(kernel=(2, 2), dilate=(2, 1), pad=(1, 1)),
+]
+
+
+def full_geo(g):
+    return dict(kernel=g["kernel"], stride=g.get("stride", (1, 1)), pad=g.get("pad", (0, 0)),
+                dilate=g.get("dilate", (1, 1)))
+
+
+def rand_problem(rng, B=3, C=4, H=6, W=5, N=3, F=2, kernel=(1, 1)):
+    x = rng.uniform(-1, 1, (B, C, H, W))
+    w = rng.normal(0, 0.5, (N, F, C) + tuple(kernel))
+    b = rng.normal(0, 1, (N,))
+    return x, w, b
+
+
+def gen_op(op):
+    """The compiled operator itself (explicit mask input), for fixed-mask tests."""
+    return ops.compiled_op(op)
+
+
+def relerr(a, b):
+    return np.abs(a - b).max() / max(np.abs(b).max(), 1e-12)
+
+
+# ------------------------------------------------------------------ forward / backward maths
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("geo", GEOMS, ids=lambda g: "k%dx%d-s%s-p%s-d%s" % (g["kernel"] + (
+    g.get("stride", (1, 1))[0], g.get("pad", (0, 0))[0], g.get("dilate", (1, 1))[0])))
+@pytest.mark.parametrize("no_bias", [False, True])
+def test_forward_backward_match_numpy(op, geo, no_bias):
+    rng = np.random.RandomState(hash((op, str(geo), no_bias)) % 2 ** 31)
+    g = full_geo(geo)
+    x, w, b = rand_problem(rng, kernel=g["kernel"])
+    ref = fbref.forward(x, w, None if no_bias else b, **g)
+    ref_pair = fbref.forward_pairwise(x, w, None if no_bias else b, **g)
+    assert np.allclose(ref, ref_pair)  # the two reference forms agree
+    X, Wt, Bt = (mx.nd.array(a) for a in (x, w, b))
+    for a in (X, Wt, Bt):
+        a.attach_grad()
+    with autograd.record():
+        y = getattr(mx.nd, op)(data=X, weight=Wt, bias=None if no_bias else Bt, num_filter=3,
+                               num_factor=2, no_bias=no_bias, p=0.0, **g)
+    assert y.shape == ref.shape
+    assert relerr(y.asnumpy(), ref) < 1e-5
+    gy = rng.normal(0, 1, y.shape)
+    y.backward(mx.nd.array(gy))
+    gx, gw, gb = fbref.backward(x, w, gy, **g)
+    assert relerr(X.grad.asnumpy(), gx) < 1e-5
+    assert relerr(Wt.grad.asnumpy(), gw) < 1e-5
+    if not no_bias:
+        assert relerr(Bt.grad.asnumpy(), gb) < 1e-5
+
+
+def test_no_half_factor_and_diagonal_removed():
+    """y = 2 * sum_{k<l} <w_k,w_l> x_k x_l: with one factor v=(1,1) and x=(a,b), y = 2ab."""
+    x = mx.nd.array([[[[3.0]], [[5.0]]]])        # (1, 2, 1, 1)
+    w = mx.nd.ones((1, 1, 2, 1, 1))
+    for op in OPS:
+        y = getattr(mx.nd, op)(data=x, weight=w, num_filter=1, num_factor=1, kernel=(1, 1), no_bias=True, p=0)
+        assert y.asscalar() == pytest.approx(30.0)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_numeric_gradient(op):
+    rng = np.random.RandomState(3)
+    x, w, b = rand_problem(rng, B=2, C=3, H=4, W=4, N=2, F=2, kernel=(3, 3))
+    sym = getattr(mx.sym, op)(data=mx.sym.var("data"), num_filter=2, num_factor=2, kernel=(3, 3),
+                              stride=(1, 2), pad=(1, 1), p=0.0, name="fb")
+    loc = {"data": x.astype(np.float32), "fb_weight": w.astype(np.float32), "fb_bias": b.astype(np.float32)}
+    mx.test_utils.check_numeric_gradient(sym, loc, numeric_eps=1e-2, rtol=2e-2, atol=2e-2,
+                                         grad_nodes=["data", "fb_weight", "fb_bias"])
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_reference_grad_mode_is_the_documented_original(op):
+    """grad_mode='reference' reproduces fbn.md 1.4: gx differs from the exact gradient by
+    2 sum_j c_j g_j (x - 1); weight and bias gradients are unchanged."""
+    rng = np.random.RandomState(5)
+    x, w, b = rand_problem(rng, N=2, F=3)
+    gy = rng.normal(0, 1, (3, 2, 6, 5))
+    grads = {}
+    for mode in ("exact", "reference"):
+        X, Wt, Bt = (mx.nd.array(a) for a in (x, w, b))
+        for a in (X, Wt, Bt):
+            a.attach_grad()
+        with autograd.record():
+            y = getattr(mx.nd, op)(data=X, weight=Wt, bias=Bt, num_filter=2, num_factor=3, kernel=(1, 1), p=0, grad_mode=mode)
+        y.backward(mx.nd.array(gy))
+        grads[mode] = [a.grad.asnumpy() for a in (X, Wt, Bt)]
+    gx_ref = fbref.backward(x, w, gy, compat=True)[0]
+    assert relerr(grads["reference"][0], gx_ref) < 1e-5
+    c = (w.reshape(2, 3, 4) ** 2).sum(1)                     # (N, K)
+    diff = 2 * np.einsum("bnhw,nk->bkhw", gy, c) * (x - 1)
+    assert relerr(grads["reference"][0] - grads["exact"][0], diff) < 1e-4
+    assert np.allclose(grads["reference"][1], grads["exact"][1])
+    assert np.allclose(grads["reference"][2], grads["exact"][2])
+
+
+def test_fmconv1_chunking_matches_fmconv3():
+    """A tiny workspace forces FMConvolution1 to chunk over images and over output blocks."""
+    rng = np.random.RandomState(7)
+    x, w, b = rand_problem(rng, B=5, C=8, H=5, W=5, N=7, F=3)
+    res = {}
+    for op, ws in (("FMConvolution3", 512), ("FMConvolution1", 1)):
+        X, Wt, Bt = (mx.nd.array(a) for a in (x, w, b))
+        for a in (X, Wt, Bt):
+            a.attach_grad()
+        with autograd.record():
+            y = getattr(mx.nd, op)(data=X, weight=Wt, bias=Bt, num_filter=7, num_factor=3, kernel=(1, 1), p=0, workspace=ws)
+        y.backward(mx.nd.ones_like(y))
+        res[op] = [y.asnumpy()] + [a.grad.asnumpy() for a in (X, Wt, Bt)]
+    for a, b_ in zip(res["FMConvolution1"], res["FMConvolution3"]):
+        assert relerr(a, b_) < 1e-5
+    # a bigger problem with a 1 MB budget: the scratch peak stays inside it
+    x = mx.nd.random.uniform(-1, 1, (16, 64, 8, 8))
+    w = mx.nd.random.normal(0, 0.1, (50, 10, 64, 1, 1))
+    mx.nd.FMConvolution1(data=x, weight=w, no_bias=True, num_filter=50, num_factor=10, kernel=(1, 1), p=0, workspace=1).wait_to_read()
+    assert 0 < ops.last_peak_bytes() <= 1 << 20
+    mx.nd.FMConvolution3(data=x, weight=w, no_bias=True, num_filter=50, num_factor=10, kernel=(1, 1), p=0, workspace=1).wait_to_read()
+    assert ops.last_peak_bytes() > 1 << 20   # the batched variant ignores the budget (documented)
+
+
+# ------------------------------------------------------------------ API surfaces
+def _seed_problem():
+    rng = np.random.RandomState(11)
+    return rand_problem(rng, B=2, C=6, H=4, W=4, N=5, F=3)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_same_results_ndarray_symbol_gluon(op):
+    x, w, b = _seed_problem()
+    kw = dict(num_filter=5, num_factor=3, kernel=(1, 1), p=0.5)
+    ref = fbref.forward(x, w, b)
+    # NDArray (inference: no dropping, 'inverted' scaling -> the full term)
+    y_nd = getattr(mx.nd, op)(data=mx.nd.array(x), weight=mx.nd.array(w), bias=mx.nd.array(b), **kw).asnumpy()
+    # Symbol, simple_bind, with the README's call form
+    sym = getattr(mx.sym, op)(data=mx.sym.var("data"), stride=(1, 1), pad=(0, 0), name="bilinear1", **kw)
+    assert sym.list_arguments() == ["data", "bilinear1_weight", "bilinear1_bias"]
+    ex = sym.simple_bind(mx.cpu(), data=x.shape)
+    ex.arg_dict["data"][:] = x
+    ex.arg_dict["bilinear1_weight"][:] = w
+    ex.arg_dict["bilinear1_bias"][:] = b
+    y_sym = ex.forward(is_train=False)[0].asnumpy()
+    # hybridized Gluon block
+    blk = ops.FactorizedBilinear(5, num_factor=3, p=0.5, variant=int(op[-1]))
+    blk.initialize()
+    blk.hybridize()
+    blk(mx.nd.array(x))  # deferred init infers C
+    blk.weight.set_data(mx.nd.array(w))
+    blk.bias.set_data(mx.nd.array(b))
+    y_gl = blk(mx.nd.array(x)).asnumpy()
+    for y in (y_nd, y_sym, y_gl):
+        assert relerr(y, ref) < 1e-5
+
+
+def _net(op, classes=3, F=4):
+    data = mx.sym.var("data")
+    h = mx.sym.tanh(mx.sym.Convolution(data, num_filter=6, kernel=(1, 1), name="conv"))
+    fb = getattr(mx.sym, op)(data=h, num_filter=classes, num_factor=F, kernel=(1, 1), p=0.25, name="bilinear1")
+    lin = mx.sym.Convolution(h, num_filter=classes, kernel=(1, 1), name="fc")
+    out = mx.sym.Flatten(mx.sym.Pooling(fb + lin, global_pool=True, kernel=(1, 1), pool_type="avg"))
+    return mx.sym.SoftmaxOutput(out, name="softmax")
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_module_fit_learns_a_quadratic_problem(op):
+    """Classes defined by the sign of x0*x1 (not linearly separable): Module.fit with partial
+    shape/type inference (weight variables declare nothing) learns it with the FB head."""
+    mx.random.seed(0)
+    rng = np.random.RandomState(0)
+    x = rng.uniform(-1, 1, (512, 2, 2, 2)).astype(np.float32)
+    xx = x[:, :, 0, 0]
+    x[:] = xx[:, :, None, None]
+    y = (xx[:, 0] * xx[:, 1] > 0).astype(np.float32)
+    it = mx.io.NDArrayIter(x, y, batch_size=32, shuffle=True)
+    data = mx.sym.var("data")
+    fb = getattr(mx.sym, op)(data=data, num_filter=2, num_factor=2, kernel=(1, 1), p=0.0, name="bilinear1")
+    lin = mx.sym.Convolution(data, num_filter=2, kernel=(1, 1), name="fc")
+    out = mx.sym.SoftmaxOutput(mx.sym.Flatten(mx.sym.Pooling(fb + lin, global_pool=True, kernel=(1, 1), pool_type="avg")), name="softmax")
+    mod = mx.mod.Module(out, context=mx.cpu())
+    mod.fit(it, num_epoch=15, optimizer="sgd", optimizer_params={"learning_rate": 0.5, "momentum": 0.9},
+            initializer=mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2))
+    acc = mod.score(mx.io.NDArrayIter(x, y, batch_size=32), "acc")[0][1]
+    assert acc > 0.9
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_export_and_symbolblock_import(tmp_path, op):
+    class Net(gluon.HybridBlock):
+        def __init__(self):
+            super().__init__()
+            with self.name_scope():
+                self.conv = gluon.nn.Conv2D(6, 1)
+                self.fb = ops.FactorizedBilinear(4, num_factor=3, p=0.5, variant=int(op[-1]))
+
+        def hybrid_forward(self, F, x):
+            return F.mean(self.fb(F.tanh(self.conv(x))), axis=(2, 3))
+
+    net = Net()
+    net.initialize(mx.init.Xavier())
+    net.hybridize()
+    x = mx.nd.random.uniform(shape=(2, 3, 5, 5))
+    y = net(x)
+    prefix = str(tmp_path / "fbnet")
+    net.export(prefix, epoch=0)
+    js = open(prefix + "-symbol.json").read()
+    assert '"op": "%s"' % op in js and '"op": "Dropout"' in js
+    back = gluon.SymbolBlock.imports(prefix + "-symbol.json", ["data"], prefix + "-0000.params")
+    assert relerr(back(x).asnumpy(), y.asnumpy()) < 1e-6
+
+
+def test_xavier_init_matches_original():
+    """sigma = sqrt(2/(F*C)) for the 5-D weight (fbn.md 1.5), zero bias."""
+    sym = mx.sym.FMConvolution3(data=mx.sym.var("data"), num_filter=100, num_factor=20, kernel=(1, 1), p=0.5, name="bilinear1")
+    mod = mx.mod.Module(mx.sym.MakeLoss(mx.sym.sum(sym)), label_names=None)
+    mod.bind(data_shapes=[("data", (2, 256, 2, 2))])
+    mod.init_params(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2))
+    args = mod.get_params()[0]
+    wstd = args["bilinear1_weight"].asnumpy().std()
+    assert wstd == pytest.approx(np.sqrt(2.0 / (20 * 256)), rel=0.05)
+    assert not args["bilinear1_bias"].asnumpy().any()
+
+
+# ------------------------------------------------------------------ DropFactor
+def _decoder(F=8):
+    """N=2 outputs, each with factors v_f = 2^(f-1) e0 + e1 (f=1..F), and x = (1,1) at every
+    position: path f then contributes exactly 2^f (times its scale), so the output decodes the mask."""
+    w = np.zeros((2, F, 2, 1, 1), np.float32)
+    for f in range(F):
+        w[:, f, 0] = 2.0 ** (f - 1)
+        w[:, f, 1] = 1.0
+    return mx.nd.array(w)
+
+
+def _decode(y, q):
+    v = np.rint(np.asarray(y, np.float64) * q).astype(np.int64)
+    return v
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_dropfactor_mask_shared_and_frequency(op):
+    F, p = 8, 0.3
+    w = _decoder(F)
+    x = mx.nd.ones((4, 2, 3, 3))
+    full = sum(2 ** f for f in range(F))
+    drops = np.zeros(F)
+    calls = 300
+    for _ in range(calls):
+        with autograd.train_mode():
+            y = getattr(mx.nd, op)(data=x, weight=w, no_bias=True, num_filter=2, num_factor=F, kernel=(1, 1), p=p).asnumpy()
+        codes = _decode(y, 1 - p)
+        assert (codes == codes.flat[0]).all()   # one mask for batch, positions and outputs
+        kept = [(codes.flat[0] >> f) & 1 for f in range(F)]
+        assert codes.flat[0] == sum(k << f for f, k in enumerate(kept))
+        drops += 1 - np.array(kept)
+    rate = drops / calls
+    assert abs(rate.mean() - p) < 0.05 and (np.abs(rate - p) < 0.12).all()
+    # inference: nothing dropped, 'inverted' scaling -> exactly the full term
+    y = getattr(mx.nd, op)(data=x, weight=w, no_bias=True, num_filter=2, num_factor=F, kernel=(1, 1), p=p).asnumpy()
+    assert np.allclose(y, full)
+    assert full > 0
+
+
+@pytest.mark.parametrize("mode,train_scale,test_scale", [
+    ("inverted", 1 / 0.6, 1.0), ("reference", 1 / 0.6, 0.6), ("paper", 1.0, 0.6)])
+def test_dropfactor_scaling_modes(mode, train_scale, test_scale):
+    """fbn.md section 2: a kept path's scale in training and every path's scale in inference."""
+    F, p = 6, 0.4
+    w = _decoder(F)
+    x = mx.nd.ones((1, 2, 1, 1))
+    full = sum(2 ** f for f in range(F))
+    y = mx.nd.FMConvolution3(data=x, weight=w, no_bias=True, num_filter=2, num_factor=F, kernel=(1, 1), p=p, dropfactor_mode=mode)
+    assert y.asnumpy().flat[0] == pytest.approx(full * test_scale, rel=1e-5)
+    # training with a known mask through the compiled op (Dropout's {0, 1/q} output)
+    mask = mx.nd.array([1 / 0.6, 0, 1 / 0.6, 0, 0, 1 / 0.6])
+    y = gen_op("FMConvolution3")(x, w, mask, num_filter="2", num_factor=str(F), kernel="(1,1)", no_bias="True", p=str(p), dropfactor_mode=mode)
+    kept = 2 ** 0 + 2 ** 2 + 2 ** 5
+    assert y.asnumpy().flat[0] == pytest.approx(kept * train_scale, rel=1e-5)
+
+
+def test_dropfactor_training_expectation_equals_inference():
+    """Default ('inverted') scaling: the mean training output over many masks equals inference."""
+    F, p = 8, 0.5
+    w = _decoder(F)
+    x = mx.nd.ones((1, 2, 1, 1))
+    with autograd.train_mode():
+        ys = [mx.nd.FMConvolution1(data=x, weight=w, no_bias=True, num_filter=2, num_factor=F, kernel=(1, 1), p=p).asnumpy().flat[0] for _ in range(400)]
+    y_inf = mx.nd.FMConvolution1(data=x, weight=w, no_bias=True, num_filter=2, num_factor=F, kernel=(1, 1), p=p).asnumpy().flat[0]
+    assert np.mean(ys) == pytest.approx(y_inf, rel=0.06)
+
+
+def test_dropfactor_seeded_and_gradient_uses_the_same_mask():
+    F, p = 8, 0.5
+    w = _decoder(F)
+    x = mx.nd.ones((2, 2, 2, 2))
+
+    def run():
+        out = []
+        for _ in range(5):
+            with autograd.train_mode():
+                out.append(mx.nd.FMConvolution3(data=x, weight=w, no_bias=True, num_filter=2, num_factor=F, kernel=(1, 1), p=p).asnumpy().flat[0])
+        return out
+
+    mx.random.seed(42)
+    a = run()
+    mx.random.seed(42)
+    b = run()
+    mx.random.seed(7)
+    c = run()
+    assert a == b and a != c
+    # dropped factors get zero weight gradient in the same call
+    wt = w.copy()
+    wt.attach_grad()
+    with autograd.record():
+        y = mx.nd.FMConvolution3(data=x, weight=wt, no_bias=True, num_filter=2, num_factor=F, kernel=(1, 1), p=p)
+    y.backward()
+    code = _decode(y.asnumpy().flat[0], 1 - p)
+    g = wt.grad.asnumpy()
+    for f in range(F):
+        kept = (code >> f) & 1
+        assert (np.abs(g[:, f]).sum() > 0) == bool(kept)
+
+
+def test_symbol_mode_follows_is_train():
+    F, p = 8, 0.5
+    sym = mx.sym.FMConvolution3(data=mx.sym.var("data"), num_filter=2, num_factor=F, kernel=(1, 1), no_bias=True, p=p, name="fb")
+    # a training executor (gradients requested). Note: an executor bound with grad_req='null'
+    # everywhere is an inference executor; MXNet's MKLDNN subgraph pass then removes Dropout.
+    ex = sym.simple_bind(mx.cpu(), data=(1, 2, 1, 1), grad_req="write")
+    ex.arg_dict["data"][:] = 1
+    ex.arg_dict["fb_weight"][:] = _decoder(F)
+    full = sum(2 ** f for f in range(F))
+    assert ex.forward(is_train=False)[0].asnumpy().flat[0] == pytest.approx(full)
+    vals = {float(ex.forward(is_train=True)[0].asnumpy().flat[0]) for _ in range(20)}
+    assert len(vals) > 3 and all(v != full for v in vals)
+
+
+# ------------------------------------------------------------------ errors
+def _nd_call(op="FMConvolution3", shape=(2, 4, 3, 3), wshape=(3, 2, 4, 1, 1), dtype="float32", **kw):
+    args = dict(num_filter=3, num_factor=2, kernel=(1, 1), p=0.5)
+    args.update(kw)
+    x = mx.nd.ones(shape, dtype=dtype)
+    w = mx.nd.ones(wshape, dtype=dtype)
+    b = mx.nd.ones((args["num_filter"],), dtype=dtype) if isinstance(args["num_filter"], int) and args["num_filter"] > 0 else mx.nd.ones((1,))
+    return getattr(mx.nd, op)(data=x, weight=w, bias=b, **args).asnumpy()
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("case,kwargs,message", [
+    ("ndim", dict(shape=(2, 4, 3)), "data must be 4-D"),
+    ("channels", dict(wshape=(3, 2, 5, 1, 1)), "weight has shape (3,2,5,1,1,) but data with 4 channels"),
+    ("num_factor0", dict(num_factor=0, wshape=(3, 1, 4, 1, 1)), "num_factor must be >= 1"),
+    ("num_filter0", dict(num_filter=0), "num_filter must be >= 1"),
+    ("p1", dict(p=1.0), "must be in [0, 1)"),
+    ("pneg", dict(p=-0.1), "must be in [0, 1)"),
+    ("dtype", dict(dtype="float64"), "only float32"),
+    ("kernel", dict(kernel="a"), "cannot parse attribute kernel"),
+    ("pstr", dict(p="x"), "cannot parse attribute p"),
+    ("mode", dict(dropfactor_mode="bogus"), "dropfactor_mode must be"),
+    ("gmode", dict(grad_mode="bogus"), "grad_mode must be"),
+    ("unknown", dict(bogus=1), "unknown argument"),
+    ("toolarge", dict(kernel=(5, 5)), "does not fit"),
+])
+def test_errors_name_operator_and_problem(op, case, kwargs, message):
+    with pytest.raises(mx.base.MXNetError) as e:
+        _nd_call(op, **kwargs)
+    assert message in str(e.value)
+    if case not in ("p1", "pneg", "pstr", "mode", "gmode", "unknown"):  # C++ side names the op too
+        assert op in str(e.value)
+
+
+def test_symbol_errors_at_inference():
+    x = mx.sym.var("data")
+    s = mx.sym.FMConvolution1(data=x, num_filter=3, num_factor=2, kernel=(1, 1), name="fb")
+    with pytest.raises(mx.base.MXNetError, match="data must be 4-D"):
+        s.infer_shape(data=(2, 3))
+    with pytest.raises(mx.base.MXNetError, match="fb_weight|weight has shape"):
+        s.infer_shape(data=(2, 4, 3, 3), fb_weight=(3, 2, 5, 1, 1))
+    with pytest.raises(mx.base.MXNetError, match="only float32"):
+        s.infer_type(data="float16")
+    # the compiled op itself rejects bad attributes with its own name
+    with pytest.raises(mx.base.MXNetError, match="FMConvolution3: unknown attribute 'bogus'"):
+        gen_op("FMConvolution3")(mx.nd.ones((1, 2, 1, 1)), mx.nd.ones((1, 1, 2, 1, 1)), mx.nd.ones((1,)),
+                                 num_filter="1", num_factor="1", kernel="(1,1)", no_bias="True", bogus="1")
+    with pytest.raises(mx.base.MXNetError, match="num_filter is required"):
+        gen_op("FMConvolution1")(mx.nd.ones((1, 2, 1, 1)), mx.nd.ones((1, 1, 2, 1, 1)), mx.nd.ones((1,)),
+                                 num_factor="1", kernel="(1,1)", no_bias="True")
+
+
+def test_library_reports_backend_and_rebuilds_when_stale(tmp_path):
+    assert ops.gemm_backend() in ("onednn", "openblas")
+    assert os.path.isabs(ops.library_path())
+    assert not ops._stale(ops.CPU_LIB)
