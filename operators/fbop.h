@@ -51,8 +51,9 @@ enum GradMode { kGradExact = 0, kGradReference = 1 };
 // Scratch kept between calls (so large buffers are not re-faulted every iteration) and, for
 // FMConvolution3 (`cache_t`), the forward's X and T reused by the backward.
 struct CpuState {
-  bool cache_t = false;        // FMConvolution3: whole batch in one chunk, keep T for backward
-  size_t budget_bytes = 512u << 20;  // FMConvolution1: scratch budget (the `workspace` attribute)
+  bool cache_t = false;        // FMConvolution3: always whole batch in one chunk, keep T
+  size_t budget_bytes = 512u << 20;  // FMConvolution1: scratch budget (the `workspace` attribute);
+                                     // whole-batch caching only while it fits, else chunks
   std::vector<float> buf;      // scratch (and cache) storage
   bool cache_valid = false;    // X and T of the last forward are in buf
   const float* cache_x = nullptr;  // identity of the cached input (sanity check)

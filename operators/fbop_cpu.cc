@@ -1,9 +1,10 @@
 // CPU implementation of the Factorized Bilinear layer (maths and layout: fbop.h).
 //
 // Three large GEMMs per training step (T = X V^T, dV = dT^T X, dX = dT V), each 2*S*K*N*F flops,
-// plus three small ones (1/F of the work). FMConvolution3 (`cache_t`) keeps X and T from the
-// forward so the backward needs no fourth GEMM; FMConvolution1 works in image/output chunks within
-// a fixed scratch budget and recomputes T in the backward.
+// plus three small ones (1/F of the work). FMConvolution3 (`cache_t`) keeps X and T of the whole
+// batch from the forward so the backward needs no fourth GEMM. FMConvolution1 does the same while
+// that fits its scratch budget (the `workspace` attribute, MB); beyond it, it works in image (and
+// if needed output) chunks inside the budget and recomputes T in the backward.
 #include "fbop.h"
 
 #include <algorithm>
@@ -173,6 +174,12 @@ Plan make_plan(const Geom& g, size_t budget, bool whole) {
   return p;
 }
 
+// Whole batch in one chunk with X and T kept for the backward: always for FMConvolution3, and for
+// FMConvolution1 whenever that fits its scratch budget (so it is only slower when it must chunk).
+bool use_whole(const Geom& g, const CpuState* st) {
+  return st->cache_t || chunk_floats(g, g.B, g.N, true) * sizeof(float) <= st->budget_bytes;
+}
+
 float* reserve(CpuState* st, size_t floats) {
   if (st->buf.size() < floats) {
     st->buf.clear();
@@ -193,7 +200,7 @@ void compute_t(const Geom& g, const float* X, const float* v, int64_t S, int j0,
 
 void cpu_forward(const Geom& g, const float* x, const float* v, const float* bias,
                  const float* scale, float* y, CpuState* st) {
-  const bool whole = st->cache_t;
+  const bool whole = use_whole(g, st);
   const Plan pl = make_plan(g, st->budget_bytes, whole);
   const int64_t K = g.K(), P = g.P(), N = g.N, F = g.F;
   const int64_t Smax = int64_t(pl.nb) * P;
@@ -238,7 +245,7 @@ void cpu_forward(const Geom& g, const float* x, const float* v, const float* bia
 
 void cpu_backward(const Geom& g, int grad_mode, const float* gy, const float* x, const float* v,
                   const float* scale, float* gx, float* gv, float* gbias, CpuState* st) {
-  const bool whole = st->cache_t;
+  const bool whole = use_whole(g, st);
   const Plan pl = make_plan(g, st->budget_bytes, whole);
   const int64_t K = g.K(), P = g.P(), N = g.N, F = g.F, NF = g.NF();
   const int64_t Smax = int64_t(pl.nb) * P;
