@@ -50,10 +50,14 @@ def test_bl_resnet50_table():
     assert round(sum(r.macs for r in all_rows) / 1e9, 2) == 2.86
 
 
-def test_resnet50_vs_bl_ratio():
+def test_resnet50_and_shared_counter():
     _, base = _rows("resnet50_v1b")
     assert sum(r.params for r in base) == 25557032
     assert round(sum(r.macs for r in base) / 1e9, 2) == 4.09
+    # the per-stage rows add up to the whole-graph total of mxrepro/flops.py
+    from mxrepro.flops import macs_of_model
+    for name in ("resnet50_v1b", "bl_resnet50"):
+        assert sum(r.macs for r in _rows(name)[1]) == macs_of_model(name)["macs"]
 
 
 def test_table_matches_gluon_params_odd_size_and_depth():

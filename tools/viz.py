@@ -12,8 +12,9 @@ table is still printed.
 
 Counting (per image, batch 1), walking the MXNet symbol graph with ``infer_shape``:
 * parameters = learnable arguments (BN running statistics excluded, PyTorch convention);
-* multiply-adds: Convolution = out_elems * (C_in/groups) * kh * kw; Deconvolution = in_elems *
-  (C_out/groups) * kh * kw; FullyConnected = N * num_hidden * in_features; FMConvolution1/3 (FBN) =
+* multiply-adds (rules of mxrepro/flops.py): Convolution = out_elems * (C_in/groups) * kh * kw;
+  Deconvolution = in_elems * (C_out/groups) * kh * kw; FullyConnected = N * num_hidden * in_features;
+  and here FMConvolution1/3 (FBN) =
   out_elems * (num_factor + 1) * (C_in/groups) * kh * kw (fbn.md §1.2: F*K MACs for W_j x plus K for the
   diagonal correction). Bias adds, BN, activations, pooling and element-wise ops are not counted (the
   convention of the papers' "FLOPs", blnet.md §0).
@@ -35,7 +36,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import mxrepro  # noqa: E402  (threads + FB operators before mxnet)
 import mxnet as mx  # noqa: E402
 
-from mxrepro.models import get_model, list_models, model_info  # noqa: E402
+from mxrepro.flops import MAC_RULES  # noqa: E402
+from mxrepro.models import list_models, model_info  # noqa: E402
 
 Row = collections.namedtuple("Row", "stage shape params macs")
 
@@ -62,26 +64,24 @@ def _prod(xs):
     return out
 
 
+def _fmconv_macs(node, in_shapes, out_shape):
+    """FMConvolution1/3 (FBN, fbn.md §1.2): per output element F*K MACs for W_j x plus K for the diagonal
+    correction, K = (C_in/groups) * kh * kw."""
+    g = int(_attr(node, "num_group", 1))
+    k = (in_shapes[0][1] // g) * _prod(_tuple(_attr(node, "kernel")))
+    return _prod(out_shape) * (int(_attr(node, "num_factor", 1)) + 1) * k
+
+
 def node_macs(node, in_shapes, out_shape):
-    """Multiply-adds of one graph node (0 for ops that are not counted)."""
+    """Multiply-adds of one graph node (0 for ops that are not counted). Convolution, Deconvolution and
+    FullyConnected use the shared rules of ``mxrepro.flops.MAC_RULES``; FMConvolution1/3 is added here."""
     op = node["op"]
     if not in_shapes or in_shapes[0] is None or out_shape is None:
         return 0
-    x = in_shapes[0]
-    if op in ("Convolution", "FMConvolution1", "FMConvolution3"):
-        g = int(_attr(node, "num_group", 1))
-        per_out = (x[1] // g) * _prod(_tuple(_attr(node, "kernel")))
-        if op != "Convolution":
-            per_out *= int(_attr(node, "num_factor", 1)) + 1
-        return _prod(out_shape) * per_out
-    if op == "Deconvolution":
-        g = int(_attr(node, "num_group", 1))
-        return _prod(x) * (int(_attr(node, "num_filter")) // g) * _prod(_tuple(_attr(node, "kernel")))
-    if op == "FullyConnected":
-        flatten = str(_attr(node, "flatten", "True")).lower() in ("true", "1")
-        n = x[0] if flatten else _prod(x[:-1])
-        k = _prod(x[1:]) if flatten else x[-1]
-        return n * int(_attr(node, "num_hidden")) * k
+    if op in ("FMConvolution1", "FMConvolution3"):
+        return _fmconv_macs(node, in_shapes, out_shape)
+    if op in MAC_RULES:
+        return int(MAC_RULES[op](node, in_shapes, out_shape))
     return 0
 
 
