@@ -60,3 +60,18 @@ def pooled_softmax(data, pool_kernel, flatten_name, fc_name=None, num_classes=No
     if fc_name is not None:
         out = mx.sym.FullyConnected(data=out, num_hidden=num_classes, name=fc_name)
     return mx.sym.SoftmaxOutput(data=out, name="softmax")
+
+
+def count_params(sym, data_shape):
+    """Number of learnable parameters (arguments except `data` and `*_label`) of ``sym`` for an
+    input of ``data_shape`` (B, C, H, W); auxiliary BN statistics are not counted."""
+    arg_shapes, _, _ = sym.infer_shape(data=tuple(data_shape))
+    total = 0
+    for name, shape in zip(sym.list_arguments(), arg_shapes):
+        if name == "data" or name.endswith("_label"):
+            continue
+        n = 1
+        for d in shape:
+            n *= int(d)
+        total += n
+    return total
