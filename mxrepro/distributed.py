@@ -174,12 +174,76 @@ RANK_MARK = "mxrepro-launch: kvstore rank "
 
 
 def announce_rank(kv):
-    """Call in a worker after creating a dist kvstore: prints the line from which the launcher
-    learns this worker's ``kv.rank`` (ps-lite numbers workers itself, so it can differ from the
-    launch index) and labels the worker's output ``[worker I (kv.rank R)]`` from then on."""
-    if kv is not None and "dist" in kv.type:
+    """Print the line from which the launcher learns this worker's ``kv.rank`` (ps-lite numbers
+    workers itself, so it can differ from the launch index ``DMLC_TASK_ID``); the launcher then
+    labels the worker's output ``[worker I (kv.rank R)]``. No-op for non-dist kvstores."""
+    if kv is not None and "dist" in getattr(kv, "type", ""):
         print("%s%d of %d (launch index %s)" % (RANK_MARK, kv.rank, kv.num_workers,
                                                 os.environ.get("DMLC_TASK_ID", "?")), flush=True)
+
+
+def _hard_exit(code):
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except Exception:
+            pass
+    os._exit(code)
+
+
+class fail_fast(object):
+    """Context manager for a worker's main: when it ends with an exception or ``sys.exit(N != 0)``
+    while this process is a ps-lite worker (``DMLC_ROLE=worker``), print the error and leave with
+    ``os._exit`` at once.
+
+    Why: the normal interpreter shutdown destroys the dist kvstore, whose destructor waits for
+    pending pushes/pulls and then at a barrier for every other worker (MXNet's KVStoreDist), so
+    a crashed worker would hang until the launcher's ``--timeout`` instead of failing the job now.
+    A normal return is left alone (the barrier is how workers finish together). Outside a
+    distributed job it changes nothing.
+
+        if __name__ == '__main__':
+            with mxrepro.distributed.fail_fast():
+                main()
+    """
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, etype, value, tb):
+        if etype is None or os.environ.get("DMLC_ROLE") != "worker":
+            return False
+        if issubclass(etype, SystemExit):
+            code = value.code
+            if code is None or code == 0:
+                return False
+            if not isinstance(code, int):
+                sys.stderr.write("%s\n" % code)
+                code = 1
+        else:
+            import traceback
+            traceback.print_exception(etype, value, tb)
+            code = 130 if issubclass(etype, KeyboardInterrupt) else 1
+        sys.stderr.write("worker %s: exiting with code %d without the kvstore shutdown barrier "
+                         "(mxrepro.distributed.fail_fast)\n" % (os.environ.get("DMLC_TASK_ID", "?"), code))
+        _hard_exit(code)
+
+
+def guard_worker(kv):
+    """Call right after creating the kvstore in a worker: announces the rank to the launcher
+    (:func:`announce_rank`) and, for dist kvstores, makes an uncaught exception end the process at
+    once (``sys.excepthook`` -> traceback, then ``os._exit(1)``; see :class:`fail_fast` for why).
+    ``sys.exit(N)`` is not an exception hook case: wrap ``main()`` in :class:`fail_fast` too."""
+    if kv is None or "dist" not in getattr(kv, "type", ""):
+        return kv
+    announce_rank(kv)
+    previous = sys.excepthook
+
+    def hook(etype, value, tb):
+        previous(etype, value, tb)
+        _hard_exit(130 if issubclass(etype, KeyboardInterrupt) else 1)
+    sys.excepthook = hook
+    return kv
 
 
 # --------------------------------------------------------------------------------------------------
@@ -193,6 +257,7 @@ class Job(object):
         self.role, self.rank, self.argv, self.env = role, rank, list(argv), dict(env)
         self.host, self.ssh_port = host, ssh_port
         self.kv_rank = None      # ps-lite's kv.rank once the worker reports it (announce_rank)
+        self.saw_traceback = False
 
     @property
     def name(self):
@@ -338,8 +403,10 @@ class Supervisor(object):
     Each process runs in its own session/process group (so its children are reached too), with
     stdout and stderr merged and copied line by line to ``out`` behind a ``[role rank]`` prefix;
     the last ``tail`` lines of each are kept for error messages. :meth:`run` returns the exit
-    status of the job: 0 when every worker exited 0; the failing worker's status (1 when that is
-    0, e.g. a server that died) on failure; 124 on timeout (as ``timeout(1)``).
+    status of the job: 0 when every worker exited 0; on failure the exit status of the process
+    that failed (a signal N counts as 128+N), or 1 when the workers did not follow a scheduler
+    that ended; 124 on timeout (as ``timeout(1)``); 130 when interrupted. Remote (ssh) processes
+    get a stdin pipe that :meth:`stop` closes (see :func:`remote_script`); local ones /dev/null.
     """
 
     def __init__(self, out=None, err=None, tail=20, term_grace=5.0, poll=0.05):
@@ -365,6 +432,8 @@ class Supervisor(object):
                 if m:
                     job.kv_rank = int(m.group(1))
                     prefix = "[%s] " % job.name
+            if line.startswith("Traceback (most recent call last)"):
+                job.saw_traceback = True
             tail.append(line)
             with self._lock:
                 self.out.write(prefix + line + "\n")
@@ -376,7 +445,8 @@ class Supervisor(object):
         env = dict(os.environ if base_env is None else base_env)
         env.update({k: str(v) for k, v in job.env.items()})
         try:
-            p = subprocess.Popen(job.argv, env=env, cwd=cwd, stdin=subprocess.PIPE,
+            p = subprocess.Popen(job.argv, env=env, cwd=cwd,
+                                 stdin=subprocess.PIPE if job.host else subprocess.DEVNULL,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  start_new_session=True, preexec_fn=_set_pdeathsig)
         except OSError as e:
@@ -485,6 +555,13 @@ class Supervisor(object):
                     self.stop("time limit of %.0f s reached" % timeout)
                     self._say("job FAILED: time limit of %.0f s reached (--timeout); still running were %s"
                               % (timeout, ", ".join(j.name for j in late)))
+                    crashed = [j.name for j, p, tl in workers if p.poll() is None and j.saw_traceback]
+                    if crashed:
+                        self._say("hint: %s printed a traceback but did not exit: a worker whose "
+                                  "dist kvstore is alive waits at the shutdown barrier for the "
+                                  "others. Wrap the script's main() in "
+                                  "mxrepro.distributed.fail_fast() so a crash ends the job at once "
+                                  "(docs/distributed.md)" % ", ".join(crashed))
                     return 124
                 time.sleep(self.poll)
         except KeyboardInterrupt:
