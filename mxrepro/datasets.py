@@ -202,39 +202,39 @@ def _label_of(header):
     return float(lab) if np.ndim(lab) == 0 else float(np.asarray(lab).ravel()[0])
 
 
-def read_rec(prefix, decode="all", sample=50, desc=None):
+def read_rec(prefix, decode="all", sample=50, on_image=None, desc=None):
     """Read ``PREFIX.rec`` through its ``PREFIX.idx`` with ``mx.recordio``; return a dict with
-    ``count``, ``ids`` (record header ids in file order), ``labels`` (Counter of int labels) and, for
-    decoded records, ``shapes`` (Counter of HxWxC) and ``images`` ({id: BGR array} when
-    ``decode == 'all'``). ``decode='sample'`` decodes ``sample`` records spread over the file."""
+    ``count``, ``ids`` (record header ids in file order), ``labels`` (Counter of int labels),
+    ``shapes`` (Counter of HxWxC of the decoded records) and ``undecodable`` (ids).
+    ``decode='all'`` decodes every record (``unpack_img``), ``'sample'`` decodes ``sample`` records
+    spread over the file, ``None`` none; ``on_image(header, image)`` sees each decoded record."""
     rec, idx = prefix + ".rec", prefix + ".idx"
     r = mx.recordio.MXIndexedRecordIO(idx, rec, "r")
     try:
         keys = list(r.keys)
         if decode == "all":
-            pick = set(keys)
+            pick = None
         elif decode == "sample" and keys:
             pick = set(keys[int(i)] for i in np.linspace(0, len(keys) - 1, min(sample, len(keys))))
         else:
             pick = set()
-        ids, labels, shapes, images, bad = [], collections.Counter(), collections.Counter(), {}, []
+        ids, labels, shapes, bad = [], collections.Counter(), collections.Counter(), []
         for k in tqdm(keys, desc=desc or ("reading " + os.path.basename(rec)), unit="rec",
                       leave=False, disable=len(keys) < 5000):
             s = r.read_idx(k)
-            if k in pick:
+            if pick is None or k in pick:
                 header, img = mx.recordio.unpack_img(s, iscolor=-1)
                 if img is None:
-                    bad.append(header.id)
+                    bad.append(int(header.id))
                 else:
                     shapes[img.shape] += 1
-                    if decode == "all":
-                        images[header.id] = img
+                    if on_image is not None:
+                        on_image(header, img)
             else:
                 header, _ = mx.recordio.unpack(s)
             ids.append(int(header.id))
             labels[int(round(_label_of(header)))] += 1
-        return dict(count=len(keys), ids=ids, labels=labels, shapes=shapes, images=images,
-                    undecodable=bad)
+        return dict(count=len(keys), ids=ids, labels=labels, shapes=shapes, undecodable=bad)
     finally:
         r.close()
 
@@ -418,10 +418,9 @@ def build_small_dataset(out_dir, splits, class_names, *, settings, tool, force=F
     verify (unless ``force``)."""
     info = PrepInfo(out_dir, tool, force=force)
     settings = dict(settings, num_classes=len(class_names))
-    if all(info.done(s, settings) for s in splits) and os.path.isfile(os.path.join(out_dir, "labels.txt")):
-        log("%s: all outputs present and verified (%s); nothing to do (--force to redo)"
-            % (out_dir, ", ".join("%s.rec %d" % (s, info.data["outputs"][s]["count"]) for s in splits)))
-        return dict(skipped=True, **{s: info.data["outputs"][s] for s in splits})
+    done = small_dataset_present(out_dir, tool, list(splits), settings, force=force)
+    if done:
+        return done
     existing = [s for s in splits if s in info.data["outputs"]
                 and info.data["outputs"][s].get("settings") != _jsonable(settings)]
     if existing and not force:
@@ -465,19 +464,26 @@ def build_small_dataset(out_dir, splits, class_names, *, settings, tool, force=F
          desc="im2rec " + "+".join(jobs))
     write_lines(os.path.join(out_dir, "labels.txt"), class_names)
     for split, (images, labels, ids, _) in splits.items():
-        got = read_rec(os.path.join(out_dir, split), decode="all")
-        src = {int(i): (img, int(l)) for img, l, i in zip(images, labels, ids)}
+        pos = {int(i): k for k, i in enumerate(ids)}
+        images = np.asarray(images)
+        mism = []
+
+        def compare(header, img, pos=pos, images=images, labels=labels, mism=mism):
+            k = pos.get(int(header.id))
+            if (k is None or img.shape != images[k].shape or int(_label_of(header)) != int(labels[k])
+                    or not np.array_equal(img, images[k][:, :, ::-1])):
+                mism.append(int(header.id))
+
+        got = read_rec(os.path.join(out_dir, split), decode="all", on_image=compare)
         want_order = [i for i, _, _ in jobs[split]]
         problems = []
-        if got["count"] != len(src):
-            problems.append("%d records, expected %d" % (got["count"], len(src)))
+        if got["count"] != len(ids):
+            problems.append("%d records, expected %d" % (got["count"], len(ids)))
         if got["ids"] != want_order:
             problems.append("record order differs from %s.lst" % split)
         want_labels = collections.Counter(int(l) for l in labels)
         if got["labels"] != want_labels:
             problems.append("label counts differ: %s vs %s" % (dict(got["labels"]), dict(want_labels)))
-        mism = [i for i, img in got["images"].items()
-                if i not in src or img.shape != src[i][0].shape or not np.array_equal(img, src[i][0][:, :, ::-1])]
         if mism or got["undecodable"]:
             problems.append("%d images differ from the source (e.g. id %s)" % (len(mism) + len(got["undecodable"]),
                                                                                 (mism + got["undecodable"])[:3]))
@@ -488,6 +494,20 @@ def build_small_dataset(out_dir, splits, class_names, *, settings, tool, force=F
                     shape=list(next(iter(got["shapes"]))) if got["shapes"] else None)
         summary[split] = info.data["outputs"][split]
     return dict(skipped=False, **summary)
+
+
+def small_dataset_present(out_dir, tool, split_names, settings, force=False):
+    """The skip test of :func:`build_small_dataset`, cheap enough to run before loading any data:
+    a summary dict when every split's outputs exist, match ``settings`` (which must include
+    ``num_classes``) and verify, else None."""
+    if force:
+        return None
+    info = PrepInfo(out_dir, tool)
+    if all(info.done(s, settings) for s in split_names) and os.path.isfile(os.path.join(out_dir, "labels.txt")):
+        log("%s: all outputs present and verified (%s); nothing to do (--force to redo)"
+            % (out_dir, ", ".join("%s.rec %d" % (s, info.data["outputs"][s]["count"]) for s in split_names)))
+        return dict(skipped=True, **{s: info.data["outputs"][s] for s in split_names})
+    return None
 
 
 def print_small_summary(out_dir, result, class_names):

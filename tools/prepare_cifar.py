@@ -120,6 +120,13 @@ class _Source:
                     (" -- it looks like %s" % hint[0]) if hint else
                     " (top-level entries: %s)" % (", ".join(tops[:8]) or "none")))
 
+    def signature(self):
+        """Name and byte size of each needed member: tells a re-run whether the source changed."""
+        names = self.spec["train"] + self.spec["test"] + [self.spec["meta"]]
+        if self.tar is None:
+            return {n: os.path.getsize(os.path.join(self.dir, n)) for n in names}
+        return {n: self.members["%s/%s" % (self.spec["folder"], n)].size for n in names}
+
     def load(self, name):
         if self.tar is None:
             where = os.path.join(self.dir, name)
@@ -223,6 +230,11 @@ def run(args):
         raise D.DatasetError("%s has no '%s' (keys: %s); is this the right --dataset?"
                              % (spec["meta"], names_key, ", ".join(sorted(meta))))
     class_names = [str(n) for n in meta[names_key]]
+    settings = dict(dataset=args.dataset, labels=label_key, source=src.signature(), num_classes=len(class_names))
+    done = D.small_dataset_present(out, "prepare_cifar", ["train", "test"], settings, force=args.force)
+    if done:
+        D.print_small_summary(out, done, class_names)
+        return 0
     splits = {}
     for split, names, shuffle in (("train", spec["train"], True), ("test", spec["test"], False)):
         data, labels = _split(src, names, label_key)
@@ -230,7 +242,6 @@ def run(args):
         if len(labels) != spec["sizes"][split == "test"]:
             D.warn("%s has %d %s images (the official archive has %d)"
                    % (src_path, len(labels), split, spec["sizes"][split == "test"]))
-    settings = dict(dataset=args.dataset, labels=label_key, sizes=[len(splits[s][1]) for s in splits])
     D.log("%s: %s from %s, %d classes (%s)" % (args.dataset, ", ".join("%s %d" % (s, len(v[1])) for s, v in splits.items()),
                                                src_path, len(class_names), label_key))
     result = D.build_small_dataset(out, splits, class_names, settings=settings, tool="prepare_cifar",

@@ -61,6 +61,14 @@ def run(args):
     except ImportError:
         raise D.DatasetError("scikit-learn is not installed in this environment (./run.sh setup installs it; "
                              "or pip install scikit-learn==1.5.2)")
+    out = os.path.abspath(args.out)
+    names = [str(i) for i in range(10)]
+    settings = dict(dataset="sklearn_digits", test_ratio=args.test_ratio, seed=args.seed,
+                    size=args.size, interp=args.interp, num_classes=10)
+    done = D.small_dataset_present(out, "prepare_digits", ["train", "test"], settings, force=args.force)
+    if done:
+        D.print_small_summary(out, done, names)
+        return 0
     d = load_digits()
     x = digits_to_images(d.images, args.size, args.interp)
     y = d.target.astype(np.int64)
@@ -68,14 +76,11 @@ def run(args):
     tr, te = train_test_split(ids, test_size=args.test_ratio, random_state=args.seed, stratify=y)
     te = np.sort(te)
     splits = {"train": (x[tr], y[tr], tr, True), "test": (x[te], y[te], te, False)}
-    settings = dict(dataset="sklearn_digits", n=len(y), test_ratio=args.test_ratio, seed=args.seed,
-                    size=args.size, interp=args.interp)
-    names = [str(i) for i in range(10)]
     D.log("digits: %d images (train %d, test %d), 10 classes, %dx%dx3"
           % (len(y), len(tr), len(te), args.size, args.size))
-    result = D.build_small_dataset(os.path.abspath(args.out), splits, names, settings=settings,
-                                   tool="prepare_digits", force=args.force, threads=args.threads)
-    D.print_small_summary(os.path.abspath(args.out), result, names)
+    result = D.build_small_dataset(out, splits, names, settings=settings, tool="prepare_digits",
+                                   force=args.force, threads=args.threads)
+    D.print_small_summary(out, result, names)
     return 0
 
 
