@@ -96,13 +96,13 @@ def free_ports(host, n):
 
 
 def parse_env_pairs(pairs, what="--env"):
-    """``['K:V', 'K2']`` -> {'K': 'V', 'K2': <local value of K2>} (mxnet launch.py syntax)."""
+    """``['K:V', 'K=V', 'K2']`` -> {'K': 'V', 'K2': <local value of K2>} (mxnet launch.py syntax;
+    the value is everything after the first ':' or '=')."""
     out = {}
     for item in pairs or []:
-        if ":" in item:
-            k, v = item.split(":", 1)
-        elif "=" in item:
-            k, v = item.split("=", 1)
+        m = re.match(r"^\s*([^:=]*)[:=](.*)$", item)
+        if m:
+            k, v = m.group(1), m.group(2)
         else:
             k = item
             if k not in os.environ:
@@ -318,16 +318,17 @@ def local_jobs(command, num_workers, num_servers, ip, env=None, env_worker=None,
 def remote_script(workdir, env, argv):
     """Bash script run through ssh for one remote process. The command runs in its own session
     (``setsid``); a watcher reads the ssh channel's stdin and, when it closes (the launcher closed
-    it, or the launcher/ssh client died), sends SIGTERM and then SIGKILL to that session, so a
-    stopped job leaves nothing behind on the remote hosts."""
+    it, or the launcher/ssh client died), sends SIGTERM and, 5 s later, SIGKILL to that session,
+    so a stopped job leaves nothing behind on the remote hosts."""
     lines = ["cd %s || { echo 'launch: cannot cd to %s on' $(hostname); exit 97; }"
              % (shlex.quote(workdir), workdir.replace("'", ""))]
     lines += ["export %s=%s" % (k, shlex.quote(str(v))) for k, v in sorted(env.items())]
     lines += ["exec 3<&0",
               "setsid %s </dev/null 3<&- &" % shlex.join(argv),
               "pid=$!",
-              "{ cat <&3 >/dev/null; kill -TERM -- -$pid; sleep 5; kill -KILL -- -$pid; } "
-              ">/dev/null 2>&1 &",
+              "{ cat <&3 >/dev/null; kill -TERM -- -$pid || exit 0; "
+              "for i in $(seq 50); do sleep 0.1; kill -0 -- -$pid || exit 0; done; "
+              "kill -KILL -- -$pid; } >/dev/null 2>&1 &",
               "exec 3<&-",
               "wait $pid"]
     return "\n".join(lines)

@@ -1,0 +1,276 @@
+"""tools/launch.py and mxrepro/distributed.py (issue G; mxnet-notes.md §1.4): a loopback dist_sync
+job, a failing worker, a hanging worker, ssh mode through a stand-in ssh client, and the pieces
+(host file, --env, thread split, dmlc_tracker shim). Only 127.0.0.1 is ever used."""
+import os
+import shlex
+import stat
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+import mxrepro  # noqa: F401  (threads before mxnet)
+from mxrepro import distributed as dist
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAUNCH = os.path.join(ROOT, "tools", "launch.py")
+DIST_PY = os.path.join(ROOT, "mxrepro", "distributed.py")
+PY = sys.executable
+
+# A worker for the launcher tests. It loads mxrepro/distributed.py by path (no FB operator library:
+# these tests only need the kvstore) and runs in one of three modes.
+KV_WORKER = r'''
+import importlib.util, os, signal, sys, time
+spec = importlib.util.spec_from_file_location("mxrepro_distributed", sys.argv[1])
+d = importlib.util.module_from_spec(spec); spec.loader.exec_module(d)
+mode, task = sys.argv[2], os.environ["DMLC_TASK_ID"]
+if mode == "hang":
+    if task == "0":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)   # only SIGKILL ends this one
+    print("worker %s hangs" % task, flush=True)
+    time.sleep(600)
+import mxnet as mx
+with d.fail_fast():
+    kv = mx.kv.create("dist_sync")
+    d.guard_worker(kv)
+    if mode == "fail" and task == "1":
+        print("worker 1 gives up", flush=True)
+        sys.exit(3)
+    kv.init(3, mx.nd.zeros((4,)))
+    kv.push(3, mx.nd.ones((4,)) * (kv.rank + 1))
+    out = mx.nd.zeros((4,))
+    kv.pull(3, out=out)
+    print("RESULT task=%s rank=%d value=%s" % (task, kv.rank, out.asnumpy().tolist()), flush=True)
+'''
+
+
+def tagged_pids(tag):
+    """Processes (ours) whose environment carries the test tag: children the launcher left behind."""
+    needle = ("MXREPRO_TEST_TAG=%s" % tag).encode()
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open("/proc/%s/environ" % pid, "rb") as f:
+                if needle in f.read().split(b"\0"):
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def no_leftovers(tag, wait=5.0):
+    end = time.time() + wait
+    while time.time() < end:
+        left = tagged_pids(tag)
+        if not left:
+            return []
+        time.sleep(0.2)
+    return tagged_pids(tag)
+
+
+def launch(args, tag, timeout=120, env=None):
+    cmd = [PY, LAUNCH, "--env", "MXREPRO_TEST_TAG:%s" % tag] + args
+    t0 = time.time()
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout,
+                       cwd=ROOT, env=dict(os.environ, **(env or {})))
+    return r.returncode, r.stdout, r.stderr, time.time() - t0
+
+
+@pytest.fixture
+def worker_script(tmp_path):
+    p = tmp_path / "kv_worker.py"
+    p.write_text(KV_WORKER)
+    return str(p)
+
+
+# --------------------------------------------------------------------------------------------------
+# Real jobs on 127.0.0.1
+# --------------------------------------------------------------------------------------------------
+def test_loopback_dist_sync_push_pull(worker_script):
+    """2 workers + 1 server + scheduler: each pushes rank+1, both pull 1+2 = 3."""
+    tag = uuid.uuid4().hex
+    rc, out, err, _ = launch(["-n", "2", "-s", "1", "--loopback", "--timeout", "90",
+                              PY, worker_script, DIST_PY, "ok"], tag)
+    assert rc == 0, "launcher failed:\n%s\n%s" % (out[-3000:], err[-3000:])
+    results = [l for l in out.splitlines() if "RESULT" in l]
+    assert len(results) == 2, out
+    ranks = set()
+    for line in results:
+        assert line.startswith("[worker "), line            # every line carries its worker label
+        assert "value=[3.0, 3.0, 3.0, 3.0]" in line, line
+        ranks.add(int(line.split("rank=")[1].split()[0]))
+        task = line.split("task=")[1].split()[0]
+        assert line.startswith("[worker %s" % task), line   # prefix = the launch index
+    assert ranks == {0, 1}
+    assert "127.0.0.1" in err and "job done: 2 worker(s)" in err
+    assert no_leftovers(tag) == []
+
+
+def test_failing_worker_stops_the_job(worker_script):
+    """Worker 1 exits 3 while worker 0 waits for it in dist_sync: the launcher stops everything at
+    once, names the worker, its exit code and its last output, and exits 3."""
+    tag = uuid.uuid4().hex
+    rc, out, err, elapsed = launch(["-n", "2", "-s", "1", "--loopback", "--timeout", "120",
+                                    PY, worker_script, DIST_PY, "fail"], tag)
+    assert rc == 3, (rc, out[-2000:], err[-2000:])
+    assert elapsed < 60, "took %.0f s: the failure was not acted on before the time limit" % elapsed
+    assert "job FAILED: worker 1" in err and "exited with code 3" in err, err
+    assert "worker 1 gives up" in err.split("exited with code 3", 1)[1], err   # the tail is shown
+    assert "stopping" in err and "scheduler" in err and "server 0" in err
+    assert no_leftovers(tag) == []
+
+
+def test_hanging_worker_is_killed_at_the_timeout(worker_script):
+    """Workers that never finish (one ignores SIGTERM) are killed at --timeout; exit status 124."""
+    tag = uuid.uuid4().hex
+    limit = 6
+    rc, out, err, elapsed = launch(["-n", "2", "-s", "1", "--loopback", "--timeout", str(limit),
+                                    "--term-grace", "1", PY, worker_script, DIST_PY, "hang"], tag)
+    assert rc == 124, (rc, err)
+    assert limit <= elapsed < limit + 20, elapsed
+    assert "time limit of 6 s reached" in err
+    assert "worker 0 still running at the time limit" in err and "worker 0 hangs" in err
+    assert "ignored SIGTERM" in err and "worker 0" in err.split("ignored SIGTERM")[0].splitlines()[-1]
+    assert no_leftovers(tag) == []
+
+
+FAKE_SSH = r'''#!/bin/bash
+# Stand-in for the ssh client: records host and port, then runs the remote command here.
+port=22
+while [ $# -gt 0 ]; do
+  case "$1" in -o) shift 2;; -p) port=$2; shift 2;; -*) shift;; *) break;; esac
+done
+host=$1; shift
+echo "$host $port" >> %(log)s
+exec bash -c "$*"
+'''
+
+SSH_WORKER = r'''
+import os
+keys = ("DMLC_ROLE", "DMLC_TASK_ID", "DMLC_NODE_HOST", "DMLC_NUM_WORKER", "DMLC_PS_ROOT_URI", "OMP_NUM_THREADS")
+print("ENV " + " ".join("%s=%s" % (k, os.environ.get(k)) for k in keys) + " CWD=" + os.getcwd(), flush=True)
+'''
+
+
+def test_ssh_mode_with_stand_in_client(tmp_path):
+    """ssh mode: servers then workers spread over the host file's entries, environment exported in
+    the remote script, run in --sync-dst-dir's path; servers that outlive the workers are stopped
+    through the remote watcher (closing the ssh stdin), leaving nothing behind."""
+    log = tmp_path / "ssh.log"
+    ssh = tmp_path / "fake_ssh"
+    ssh.write_text(FAKE_SSH % {"log": log})
+    ssh.chmod(ssh.stat().st_mode | stat.S_IEXEC)
+    hosts = tmp_path / "hosts"
+    hosts.write_text("# two entries for one machine\n127.0.0.1\n127.0.0.1:2222 slots=2\n")
+    script = tmp_path / "ssh_worker.py"
+    script.write_text(SSH_WORKER)
+    tag = uuid.uuid4().hex
+    sleeper = "%s -c 'import time; time.sleep(600)'" % PY
+    rc, out, err, elapsed = launch(
+        ["-n", "2", "-s", "1", "-H", str(hosts), "--host-ip", "127.0.0.1", "--ssh", str(ssh),
+         "--server-command", sleeper, "--grace", "1", "--env-worker", "OMP_NUM_THREADS:1",
+         "--timeout", "60", PY, str(script)], tag, env={"MXREPRO_TEST_TAG": ""})
+    assert rc == 0, (out, err)
+    envs = sorted(l for l in out.splitlines() if " ENV " in l)
+    assert len(envs) == 2, out
+    # dmlc_tracker/ssh.py order: server 0 on host entry 0, then workers on entries 1, 0
+    assert envs[0].startswith("[worker 0@127.0.0.1]") and "DMLC_TASK_ID=0" in envs[0], envs
+    assert envs[1].startswith("[worker 1@127.0.0.1]") and "DMLC_TASK_ID=1" in envs[1], envs
+    for line in envs:
+        for kv in ("DMLC_ROLE=worker", "DMLC_NODE_HOST=127.0.0.1", "DMLC_NUM_WORKER=2",
+                   "DMLC_PS_ROOT_URI=127.0.0.1", "OMP_NUM_THREADS=1", "CWD=%s" % ROOT):
+            assert kv in line, (kv, line)
+    assert sorted(log.read_text().split("\n")[:-1]) == ["127.0.0.1 22", "127.0.0.1 22", "127.0.0.1 2222"]
+    assert "server 0@127.0.0.1 did not exit" in err
+    assert no_leftovers(tag) == [], "the remote server survived the launcher"
+
+
+# --------------------------------------------------------------------------------------------------
+# Pieces
+# --------------------------------------------------------------------------------------------------
+def test_dmlc_tracker_shim():
+    tracker = dist.patch_dmlc_tracker()
+    t = threading.Thread(target=lambda: None)
+    t.start()
+    t.join()
+    assert t.isAlive() is False and hasattr(tracker, "PSTracker")
+    assert dist.host_ip(loopback=True) == "127.0.0.1"
+    assert dist.host_ip("127.0.0.1") == "127.0.0.1"      # an explicit address passes through
+
+
+def test_launcher_does_not_import_mxnet():
+    """A launcher that imported mxnet with DMLC_ROLE set would become a ps-lite node itself."""
+    code = ("import runpy, sys; sys.argv = %r\n"
+            "try:\n    runpy.run_path(%r, run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print('MXNET_IMPORTED', 'mxnet' in sys.modules)"
+            % (["launch.py", "-n", "2", "-s", "1", "--loopback", "--dry-run", "python", "x.py"], LAUNCH))
+    r = subprocess.run([PY, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       timeout=60, env=dict(os.environ, DMLC_ROLE="server"))
+    assert "MXNET_IMPORTED False" in r.stdout, r.stdout + r.stderr
+    lines = [l for l in r.stdout.splitlines() if l.startswith(("scheduler", "server", "worker"))]
+    assert [l.split()[0] for l in lines] == ["scheduler", "server", "worker", "worker"], r.stdout
+    assert all("DMLC_PS_ROOT_URI=127.0.0.1" in l and "DMLC_NODE_HOST=127.0.0.1" in l for l in lines)
+
+
+def test_local_jobs_environment(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    jobs = dist.local_jobs(["python", "t.py"], 2, 1, "127.0.0.1", env={"FOO": "1"},
+                           env_worker={"BAR": "2"}, cpus=8)
+    assert [j.name for j in jobs] == ["scheduler", "server 0", "worker 0", "worker 1"]
+    port = jobs[0].env["DMLC_PS_ROOT_PORT"]
+    for j in jobs:
+        assert j.env["DMLC_PS_ROOT_URI"] == "127.0.0.1" and j.env["DMLC_NODE_HOST"] == "127.0.0.1"
+        assert j.env["DMLC_PS_ROOT_PORT"] == port and j.env["DMLC_NUM_WORKER"] == "2"
+        assert j.env["DMLC_ROLE"] == j.role and j.env["FOO"] == "1"
+    assert [j.env["OMP_NUM_THREADS"] for j in jobs] == ["1", "1", "4", "4"]   # 8 cores / 2 workers
+    assert [j.env.get("BAR") for j in jobs] == [None, None, "2", "2"]
+    assert jobs[0].argv == ["python", "-c", "import mxnet"] and jobs[2].argv == ["python", "t.py"]
+    assert [j.env["DMLC_TASK_ID"] for j in jobs[2:]] == ["0", "1"]
+    # an explicit thread count wins, for every role
+    jobs = dist.local_jobs(["./t.sh"], 3, 1, "127.0.0.1", env={"OMP_NUM_THREADS": "2"}, cpus=8)
+    assert {j.env["OMP_NUM_THREADS"] for j in jobs} == {"2"}
+    assert jobs[0].argv == ["./t.sh"]                   # not python: the command itself serves
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert "OMP_NUM_THREADS" not in dist.local_jobs(["python", "t.py"], 2, 1, "127.0.0.1")[2].env
+
+
+def test_small_parsers(tmp_path, monkeypatch):
+    h = tmp_path / "hosts"
+    h.write_text("node1\n\n# comment\nnode2:2200 slots=4\n10.0.0.3  # trailing\n")
+    assert dist.parse_hostfile(str(h)) == [("node1", "22"), ("node2", "2200"), ("10.0.0.3", "22")]
+    h.write_text("# nothing\n")
+    with pytest.raises(SystemExit, match="lists no host"):
+        dist.parse_hostfile(str(h))
+    monkeypatch.setenv("SOME_VAR", "x:y")
+    assert dist.parse_env_pairs(["A:1", "B=2:3", "SOME_VAR"]) == {"A": "1", "B": "2:3", "SOME_VAR": "x:y"}
+    monkeypatch.delenv("SOME_VAR")
+    with pytest.raises(SystemExit, match="not set"):
+        dist.parse_env_pairs(["SOME_VAR"])
+    with pytest.raises(SystemExit, match="not a valid"):
+        dist.parse_env_pairs(["1BAD:1"])
+    assert dist.normalize_command(["--", "python", "a.py"]) == ["python", "a.py"]
+    assert dist.normalize_command(["python a.py --x 'b c'"]) == ["python", "a.py", "--x", "b c"]
+    with pytest.raises(SystemExit, match="no command"):
+        dist.normalize_command([])
+    assert dist.server_command([".venv/bin/python3.11", "a.py"]) == [".venv/bin/python3.11", "-c", "import mxnet"]
+    assert dist.threads_per_worker(3, cpus=2) == 1 and dist.threads_per_worker(2, cpus=16) == 8
+
+
+def test_ssh_job_layout():
+    jobs = dist.ssh_jobs(["python", "t.py"], 3, 2, [("h1", "22"), ("h2", "2022")], "127.0.0.1", "/w",
+                         env={"X": "a b"})
+    assert [j.name for j in jobs] == ["scheduler", "server 0@h1", "server 1@h2", "worker 0@h1",
+                                      "worker 1@h2", "worker 2@h1"]
+    assert jobs[0].host is None and jobs[0].env["DMLC_ROLE"] == "scheduler"
+    w1 = jobs[4]
+    assert w1.argv[-3:-1] == ["2022", "h2"]
+    bash, dash_c, script = shlex.split(w1.argv[-1])      # what the remote login shell runs
+    assert (bash, dash_c) == ("bash", "-c")
+    for s in ("export DMLC_ROLE=worker", "export DMLC_NODE_HOST=h2", "export DMLC_TASK_ID=1",
+              "export X='a b'", "cd /w", "setsid python t.py"):
+        assert s in script, (s, script)
