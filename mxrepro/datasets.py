@@ -78,8 +78,8 @@ def im2rec_script():
 
 
 _COUNT_RE = re.compile(r"count:\s*(\d+)")
-_CREATE_RE = re.compile(r"Creating \.rec file from (\S+\.lst)")
-_FAIL_RE = re.compile(r"(imread read blank \(None\) image for file: |pack_img error[^:]*: ?)(\S+)")
+_CREATE_RE = re.compile(r"Creating \.rec file from (.+?\.lst) in ")
+_FAIL_RE = re.compile(r"(imread read blank \(None\) image for file: |pack_img error[^:]*: ?)(.+?)\s*$")
 
 
 def run_im2rec(args, total=None, desc="im2rec", list_sizes=None):
@@ -375,11 +375,16 @@ def validate_images(root, relpaths, threads=2, desc="checking images"):
     bad = set()
     if not relpaths:
         return bad
-    with ThreadPoolExecutor(max(1, int(threads))) as ex:
-        results = ex.map(lambda r: (r, image_ok(os.path.join(root, r))), relpaths, chunksize=64)
-        for rel, ok in tqdm(results, total=len(relpaths), desc=desc, unit="img", leave=False):
-            if not ok:
-                bad.add(rel)
+    relpaths = list(relpaths)
+    step = 512 * max(1, int(threads))  # bounded batches: a million pending futures would not fit
+    with ThreadPoolExecutor(max(1, int(threads))) as ex, \
+            tqdm(total=len(relpaths), desc=desc, unit="img", leave=False) as bar:
+        for start in range(0, len(relpaths), step):
+            batch = relpaths[start:start + step]
+            for rel, ok in zip(batch, ex.map(lambda r: image_ok(os.path.join(root, r)), batch)):
+                if not ok:
+                    bad.add(rel)
+            bar.update(len(batch))
     return bad
 
 
@@ -518,10 +523,12 @@ def print_small_summary(out_dir, result, class_names):
         e = result.get(split)
         if not e:
             continue
-        hist = e.get("label_counts") or []
-        log("  %-5s %s.rec/.idx: %6d records %s, labels 0..%d, per class min %d max %d, image %s"
-            % (split, split, e["count"], verb, len(hist) - 1, min(hist) if hist else 0,
-               max(hist) if hist else 0, "x".join(str(s) for s in (e.get("shape") or []))))
+        hist = e.get("label_counts") or [0]
+        used = [i for i, c in enumerate(hist) if c] or [0]
+        log("  %-5s %s.rec/.idx: %6d records %s, labels %d..%d (%d of %d classes present), "
+            "per class min %d max %d, image %s"
+            % (split, split, e["count"], verb, min(used), max(used), sum(1 for c in hist if c), len(hist),
+               min(hist), max(hist), "x".join(str(s) for s in (e.get("shape") or []))))
 
 
 # ---------------------------------------------------------------------------------------------

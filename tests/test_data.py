@@ -229,6 +229,22 @@ def test_cifar_wrong_inputs_give_clear_errors(archives, tmp_path, capsys, monkey
     assert not os.path.exists(str(tmp_path / "dl" / "cifar-10-python.tar.gz.part"))
 
 
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_cifar_pickles_load_in_every_protocol_and_refuse_code():
+    want = np.arange(2 * 3072).astype(np.uint8).reshape(2, 3072)
+    for proto in range(pickle.HIGHEST_PROTOCOL + 1):
+        got = prepare_cifar._load_pickle(pickle.dumps(
+            {b"data": want, b"labels": [1, np.int64(2)], b"filenames": [b"a.png", b"b.png"]}, protocol=proto), "x")
+        np.testing.assert_array_equal(got["data"], want)
+        assert got["labels"] == [1, 2] and got["filenames"] == ["a.png", "b.png"]
+    with pytest.raises(D.DatasetError, match="posix.system|os.system|unexpected object"):
+        prepare_cifar._load_pickle(pickle.dumps({"data": _Evil()}), "evil")
+
+
 # --------------------------------------------------------------------------- ImageNet-style folders
 def make_image_folder(root, rng):
     """train/<wnid>/*.JPEG (+ a corrupt .JPEG and a .txt), flat val/ and its label file."""
@@ -345,7 +361,7 @@ def test_sort_val_label_formats(tmp_path):
     D.sort_val(str(d), str(tmp_path / "b.txt"), dest_dir=str(tmp_path / "ids" / "sorted"), mode="copy",
                classes=classes)
     check(d, tmp_path / "ids" / "sorted")
-    assert len(os.listdir(str(d))) == 6 + 3 - 3  # sources stay
+    assert sorted(os.listdir(str(d))) == names  # copies leave the sources in place
     # ILSVRC ground truth (1-based IDs, sorted-name order) + synsets whose ID order is not sorted
     d = fresh("gt")
     id_order = ["n03", "n01", "n02"]  # ID 1 = n03, ...
@@ -395,7 +411,8 @@ def test_imagenet_error_paths(tmp_path, capsys):
     (tmp_path / "d" / "val" / "a").mkdir()
     cv2.imwrite(str(tmp_path / "d" / "val" / "a" / "v.jpg"), np.zeros((8, 8, 3), np.uint8))
     assert prepare_imagenet.main([str(tmp_path / "d"), "--out", str(tmp_path / "o")]) == 2
-    assert "no readable images" in capsys.readouterr().err  # train/a holds only a .txt
+    err = capsys.readouterr().err
+    assert "holds no images" in err and "a/x.txt" in err  # train/a holds only a .txt
 
 
 # --------------------------------------------------------------------------- embedded digits

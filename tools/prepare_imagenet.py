@@ -86,6 +86,10 @@ def _scan_split(split, split_dir, common, classes, info, force, threads, shuffle
     images, others = D.scan_tree(split_dir)
     cls_id = {c: i for i, c in enumerate(classes)}
     outside = [r for r in images if os.sep not in r]
+    if len(images) == len(outside):
+        raise D.DatasetError("%s holds no images (%s) in class folders%s; expected %s"
+                             % (split_dir, "/".join(D.IMAGE_EXTS), " (only: %s)" % ", ".join(others[:3])
+                                if others else "", LAYOUT))
     fp = D.fingerprint(images)
     prefix = os.path.relpath(split_dir, common)
     stored = info.data["inputs"].get(split)
