@@ -189,18 +189,21 @@ def test_cifar_rerun_skips_force_redoes_and_settings_clash(archives, cifar10_out
     assert prepare_cifar.main(args) == 0
     assert "nothing to do" in capsys.readouterr().out
     assert (os.stat(rec).st_ino, os.stat(rec).st_mtime_ns) == before
+    # other settings in the same folder: refused without --force
+    assert prepare_cifar.main(["--dataset", "cifar100", "--out", str(out), "--src", str(archives["dir"])]) == 2
+    assert "--force" in capsys.readouterr().err
+    # a half-written output is not taken as done ...
+    assert D.rec_complete(str(out / "train"), 30)
+    with open(rec, "r+b") as f:
+        f.truncate(os.path.getsize(rec) - 10)
+    assert not D.rec_complete(str(out / "train"), 30)
+    assert not D.small_dataset_present(str(out), "prepare_cifar", ["train", "test"],
+                                       json.load(open(str(out / "prepare_info.json")))["outputs"]["train"]["settings"])
+    # ... and --force rebuilds it
     assert prepare_cifar.main(args + ["--force"]) == 0
     assert "verified (pixel-exact)" in capsys.readouterr().out
     assert (os.stat(rec).st_ino, os.stat(rec).st_mtime_ns) != before
-    # a half-written output is not taken as done
-    with open(rec, "r+b") as f:
-        f.truncate(100)
-    assert prepare_cifar.main(args) == 0
-    assert "verified (pixel-exact)" in capsys.readouterr().out
-    # other settings in the same folder: refuse without --force
-    assert prepare_cifar.main(["--dataset", "cifar100", "--out", str(out),
-                               "--src", str(archives["dir"])]) == 2
-    assert "--force" in capsys.readouterr().err
+    assert D.rec_complete(str(out / "train"), 30)
 
 
 def test_cifar_wrong_inputs_give_clear_errors(archives, tmp_path, capsys, monkeypatch):
@@ -445,3 +448,12 @@ def test_digits_counts_balance_and_images(tmp_path):
     ds = mx.gluon.data.vision.ImageFolderDataset(str(out / "images" / "test"))
     assert len(ds) == 360 and ds.synsets == [str(i) for i in range(10)]
     assert collections.Counter(int(l) for _, l in ds.items) == got["test"]
+    # a re-run skips; another split seed is refused without --force
+    stamp = os.stat(str(out / "train.rec")).st_mtime_ns
+    assert prepare_digits.main(["--out", str(out)]) == 0
+    assert os.stat(str(out / "train.rec")).st_mtime_ns == stamp
+    assert prepare_digits.main(["--out", str(out), "--seed", "1"]) == 2
+    # intensity map: 0 -> 0, 16 -> 255, 8 -> 128 (nearest keeps the 4x4 blocks exactly)
+    x = prepare_digits.digits_to_images(np.array([[[0, 16] * 4, [8] * 8] * 4], np.float64), interp="nearest")
+    assert x.shape == (1, 32, 32, 3) and set(np.unique(x).tolist()) == {0, 128, 255}
+    assert (x[0, :4, :4] == 0).all() and (x[0, :4, 4:8] == 255).all() and (x[0, 4:8, :4] == 128).all()
