@@ -1,0 +1,260 @@
+"""FBN networks (issue B; fbn.md sections 4, 4.5, 7): registry, parameter counts against the
+published numbers and independent closed forms, graph structure of the FBN head, layer names,
+shapes and a forward/backward pass of every network."""
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import mxrepro  # noqa: F401  (conftest already imported it; explicit for clarity)
+import mxnet as mx
+
+from mxrepro.models import list_models, model_info
+from symbols import NETWORKS_CIFAR, NETWORKS_IMAGENET, count_params, get_symbol
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_registry_lists_every_network():
+    fbn = set(list_models(family="fbn"))
+    assert set(NETWORKS_CIFAR + NETWORKS_IMAGENET) <= fbn
+    for name in NETWORKS_CIFAR + NETWORKS_IMAGENET:
+        e = model_info(name)
+        assert e.kind == "symbol" and e.family == "fbn"
+        assert e.cfg["input_size"] == (32 if name in NETWORKS_CIFAR else 224)
+        assert e.cfg["paper"], name
+
+
+# ---------------------------------------------------------------- closed-form parameter counts
+def _bn(c):
+    return 2 * c
+
+
+def _conv(cin, cout, k=1, bias=True):
+    return cin * cout * k * k + (cout if bias else 0)
+
+
+def closed_form_resnet_small(n, classes, factor=None):
+    """Independent count of the CIFAR pre-activation bottleneck ResNet (fbn.md 4.1)."""
+    total = _conv(3, 16, 3)
+    cin = 16
+    for stage in range(3):
+        out = 64 * 2 ** stage
+        mid = out // 4
+        for i in range(n):
+            c_in = cin if i == 0 else out
+            total += _bn(c_in) + _conv(c_in, mid) + _bn(mid) + _conv(mid, mid, 3) + _bn(mid) + _conv(mid, out)
+            if i == 0:
+                total += _conv(c_in, out)
+        cin = out
+    total += _bn(256)
+    head = 256 * classes + classes  # fc1 (baseline) or the linear 1x1 conv (FBN)
+    if factor:
+        head += classes * factor * 256 + classes
+    return total + head
+
+
+def closed_form_inception_small(classes, factor=None):
+    """Independent count of Inception-BN-small (fbn.md 4.2)."""
+    def cf(cin, cout, k):
+        return _conv(cin, cout, k) + _bn(cout)
+    total, c = cf(3, 96, 3), 96
+    seq = [("s", 32, 32), ("s", 32, 48), ("d", 80), ("s", 112, 48), ("s", 96, 64), ("s", 80, 80),
+           ("s", 48, 96), ("d", 96), ("s", 176, 160), ("s", 176, 160)]
+    for blk in seq:
+        if blk[0] == "s":
+            total += cf(c, blk[1], 1) + cf(c, blk[2], 3)
+            c = blk[1] + blk[2]
+        else:
+            total += cf(c, blk[1], 3)
+            c = c + blk[1]
+    assert c == 336
+    head = c * classes + classes
+    if factor:
+        head += classes * factor * c + classes
+    return total + head
+
+
+@pytest.mark.parametrize("n,classes", [(18, 100), (18, 10), (111, 100), (2, 7)])
+def test_resnet_small_counts_closed_form(n, classes):
+    base = count_params(get_symbol("resnet-small", num_classes=classes, res_module_num=n), (1, 3, 32, 32))
+    fbn = count_params(get_symbol("resnet-small-fmconv", num_classes=classes, res_module_num=n, fmconv_factor=20),
+                       (1, 3, 32, 32))
+    assert base == closed_form_resnet_small(n, classes)
+    assert fbn == closed_form_resnet_small(n, classes, factor=20)
+
+
+@pytest.mark.parametrize("classes", [100, 10])
+def test_inception_small_counts_closed_form(classes):
+    base = count_params(get_symbol("inception-bn-small", num_classes=classes), (1, 3, 32, 32))
+    fbn = count_params(get_symbol("inception-bn-small-fmconv", num_classes=classes), (1, 3, 32, 32))
+    assert base == closed_form_inception_small(classes)
+    assert fbn == closed_form_inception_small(classes, factor=20)
+
+
+# Published / reference values (fbn.md 4.5; the paper prints 1.7/2.2, 1.7/2.4, 10.2/10.7).
+@pytest.mark.parametrize("net,kw,expected_m,tol_m", [
+    ("resnet-small", dict(res_module_num=18), 1.739, 5e-4),
+    ("resnet-small-fmconv", dict(res_module_num=18), 2.251, 5e-4),
+    ("inception-bn-small", {}, 1.683, 5e-4),
+    ("inception-bn-small-fmconv", {}, 2.355, 5e-4),
+    ("resnet-small", dict(res_module_num=111), 10.43, 5e-3),
+    ("resnet-small-fmconv", dict(res_module_num=111), 10.94, 5e-3),
+])
+def test_cifar100_counts_match_reference(net, kw, expected_m, tol_m):
+    n = count_params(get_symbol(net, num_classes=100, fmconv_factor=20, **kw), (1, 3, 32, 32))
+    assert abs(n / 1e6 - expected_m) < tol_m, n
+    paper = {"resnet-small": {18: 1.7, 111: 10.2}, "resnet-small-fmconv": {18: 2.2, 111: 10.7},
+             "inception-bn-small": {18: 1.7}, "inception-bn-small-fmconv": {18: 2.4}}[net][kw.get("res_module_num", 18)]
+    assert abs(n / 1e6 - paper) < 0.25  # the paper's rounded column (ResNet-1001 differs by biases)
+
+
+# torchvision ResNet-v1 counts: same convs/FC, slightly different BN placement (< 0.5%).
+@pytest.mark.parametrize("depth,tv", [(18, 11689512), (34, 21797672), (50, 25557032), (101, 44549160),
+                                      (152, 60192808)])
+def test_imagenet_resnet_counts(depth, tv):
+    base = count_params(get_symbol("resnet", depth=depth), (1, 3, 224, 224))
+    assert abs(base - tv) / tv < 0.005, base
+    f = 50 if depth == 34 else 20
+    fbn = count_params(get_symbol("resnet-fmconv", depth=depth, fmconv_factor=f), (1, 3, 224, 224))
+    c = 512 if depth < 50 else 2048
+    assert fbn - base == 1000 * f * c + 1000  # FB weight (N,F,C,1,1) + bias; fc1 -> 1x1 conv `fc`
+
+
+def test_imagenet_inception_counts_and_200():
+    base = count_params(get_symbol("inception-bn"), (1, 3, 224, 224))
+    fbn = count_params(get_symbol("inception-bn-fmconv"), (1, 3, 224, 224))
+    assert fbn - base == 1000 * 20 * 1024 + 1000
+    assert 10.5e6 < base < 12e6  # BN-Inception ~11.3M with a 1000-way FC
+    assert count_params(get_symbol("resnet-fmconv", depth=200), (1, 3, 224, 224)) > count_params(
+        get_symbol("resnet-fmconv", depth=152), (1, 3, 224, 224))
+    with pytest.raises(ValueError, match="depth"):
+        get_symbol("resnet", depth=42)
+
+
+# ------------------------------------------------------------------------- graph / layer names
+HEADS = {  # network, kwargs, FB name, linear conv name (None: auto), input size, final map
+    "resnet-small-fmconv": (dict(res_module_num=2), "bilinear", None, 32, 8),
+    "inception-bn-small-fmconv": ({}, "bilinear1", "conv_fc", 32, 8),
+    "resnet-fmconv": (dict(depth=34, fmconv_factor=50), "bilinear1", "fc", 224, 7),
+    "inception-bn-fmconv": ({}, "bilinear1", "fc", 224, 7),
+}
+
+
+@pytest.mark.parametrize("net", sorted(HEADS))
+def test_fbn_head_structure(net):
+    kw, fb_name, lin_name, size, fmap = HEADS[net]
+    sym = get_symbol(net, num_classes=100, **kw)
+    g = json.loads(sym.tojson())
+    nodes = g["nodes"]
+    byname = {nd["name"]: i for i, nd in enumerate(nodes)}
+    fb = nodes[byname[fb_name]]
+    assert fb["op"] == ("FMConvolution1" if net.startswith(("resnet-fmconv", "inception-bn-fmconv")) else "FMConvolution3")
+    assert fb["attrs"]["num_filter"] == "100" and fb["attrs"]["kernel"] in ("(1, 1)", "(1,1)")
+    src = fb["inputs"][0][0]
+    convs = [nd for nd in nodes if nd["op"] == "Convolution" and nd["inputs"][0][0] == src]
+    assert len(convs) == 1 and convs[0]["attrs"]["num_filter"] == "100"
+    if lin_name:
+        assert convs[0]["name"] == lin_name
+    # the shared input is tanh (directly, or the concat of tanh branches in Inception)
+    s = nodes[src]
+    acts = [nodes[i[0]] for i in s["inputs"]] if s["op"] == "Concat" else [s]
+    assert all(a["op"] == "Activation" and a["attrs"]["act_type"] == "tanh" for a in acts)
+    # sum -> avg pool -> flatten -> softmax
+    add = [nd for nd in nodes if nd["op"] == "elemwise_add"]
+    fb_id, conv_id = byname[fb_name], nodes.index(convs[0])
+    assert any({i[0] for i in nd["inputs"]} == {fb_id, conv_id} for nd in add)
+    pool = nodes[byname["global_pool"]]
+    assert pool["attrs"]["pool_type"] == "avg"
+    assert nodes[pool["inputs"][0][0]]["op"] == "elemwise_add"
+    assert sym.list_outputs() == ["softmax_output"]
+    # the FB map is evaluated per position before pooling (fmap x fmap)
+    internals = sym.get_internals()
+    _, out_shapes, _ = internals[fb_name + "_output"].infer_shape(data=(1, 3, size, size))
+    assert out_shapes[0] == (1, 100, fmap, fmap)
+    args = sym.list_arguments()
+    assert fb_name + "_weight" in args and fb_name + "_bias" in args
+    arg_shapes, _, _ = sym.infer_shape(data=(1, 3, size, size))
+    shp = dict(zip(args, arg_shapes))
+    assert shp[fb_name + "_weight"][:2] == (100, kw.get("fmconv_factor", 20))
+    assert shp[fb_name + "_weight"][3:] == (1, 1) and shp[fb_name + "_bias"] == (100,)
+
+
+def test_baselines_use_relu_and_fc1():
+    for net, size in (("resnet-small", 32), ("inception-bn-small", 32), ("resnet", 224), ("inception-bn", 224)):
+        sym = get_symbol(net, num_classes=10, res_module_num=1, depth=18)
+        g = json.loads(sym.tojson())
+        ops = {nd["op"] for nd in g["nodes"]}
+        assert "FMConvolution1" not in ops and "FMConvolution3" not in ops
+        assert not any(nd["op"] == "Activation" and nd["attrs"]["act_type"] == "tanh" for nd in g["nodes"])
+        assert "fc1_weight" in sym.list_arguments()
+
+
+def test_names_are_deterministic_and_reference_like():
+    a = get_symbol("resnet-small-fmconv", num_classes=100, res_module_num=2)
+    mx.sym.Convolution(mx.sym.var("x"), num_filter=2, kernel=(1, 1))  # bump the global name counter
+    b = get_symbol("resnet-small-fmconv", num_classes=100, res_module_num=2)
+    assert a.tojson() == b.tojson()
+    args = a.list_arguments()
+    assert args[:3] == ["data", "convolution0_weight", "convolution0_bias"]
+    r = get_symbol("resnet-fmconv", depth=18)
+    for name in ("bn_data_gamma", "conv0_weight", "stage1_unit1_conv1_weight", "stage4_unit2_bn2_beta",
+                 "stage2_unit1_sc_weight", "bn1_gamma", "fc_weight", "fc_bias", "bilinear1_weight"):
+        assert name in r.list_arguments(), name
+    assert "tanh1_output" in r.get_internals().list_outputs()
+    assert "flatten1_output" in r.get_internals().list_outputs()
+
+
+def test_fb_op_attributes_pass_through():
+    sym = get_symbol("resnet-small-fmconv", res_module_num=1, fmconv_factor=7, fmconv_drop=0.3,
+                     dropfactor_mode="reference", grad_mode="reference")
+    fb = [nd for nd in json.loads(sym.tojson())["nodes"] if nd["name"] == "bilinear"][0]["attrs"]
+    assert fb["num_factor"] == "7" and float(fb["p"]) == 0.3
+    assert fb["dropfactor_mode"] == "reference" and fb["grad_mode"] == "reference"
+
+
+# ----------------------------------------------------------------------- forward / backward
+FWD = [("resnet-small", dict(res_module_num=1), 32), ("resnet-small-fmconv", dict(res_module_num=1), 32),
+       ("inception-bn-small", {}, 32), ("inception-bn-small-fmconv", {}, 32),
+       ("resnet", dict(depth=18), 64), ("resnet-fmconv", dict(depth=18), 64),
+       ("resnet-fmconv", dict(depth=50, fmconv_factor=4), 64),
+       ("inception-bn", {}, 64), ("inception-bn-fmconv", dict(fmconv_factor=4), 64)]
+
+
+@pytest.mark.parametrize("net,kw,size", FWD, ids=["%s-%s" % (n, "-".join(map(str, k.values()))) for n, k, _ in FWD])
+def test_forward_backward(net, kw, size):
+    classes = 5
+    sym = get_symbol(net, num_classes=classes, **kw)
+    mod = mx.mod.Module(sym, context=mx.cpu())
+    mod.bind(data_shapes=[("data", (2, 3, size, size))], label_shapes=[("softmax_label", (2,))])
+    mx.random.seed(0)
+    mod.init_params(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2))
+    rng = np.random.RandomState(0)
+    batch = mx.io.DataBatch([mx.nd.array(rng.randn(2, 3, size, size) * 50)], [mx.nd.array([1, 3])])
+    mod.forward_backward(batch)
+    out = mod.get_outputs()[0].asnumpy()
+    assert out.shape == (2, classes)
+    np.testing.assert_allclose(out.sum(1), 1.0, rtol=1e-5)
+    grads = dict(zip(mod._exec_group.param_names, mod._exec_group.grad_arrays))
+    for name, g in grads.items():
+        assert np.isfinite(g[0].asnumpy()).all(), name
+    first = [n for n in mod._exec_group.param_names if n.endswith("_weight")][0]
+    assert np.abs(grads[first][0].asnumpy()).sum() > 0  # gradient reaches the stem
+    for name in grads:
+        if name.startswith("bilinear") and name.endswith("_weight"):
+            assert np.abs(grads[name][0].asnumpy()).sum() > 0
+
+
+def test_param_count_tool():
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import param_count
+    rows = param_count.rows(num_classes_list=(100,), fmconv_factor=20, imagenet=False)
+    got = {r["model"]: (round(r["base_params"] / 1e6, 3), round(r["fbn_params"] / 1e6, 3)) for r in rows}
+    assert got["ResNet-164"] == (1.739, 2.251)
+    assert got["Inception-BN-small"] == (1.683, 2.355)
+    assert abs(got["ResNet-1001"][0] - 10.43) < 0.005 and abs(got["ResNet-1001"][1] - 10.94) < 0.005
+    for r in rows:
+        assert r["fb_added"] == 100 * 20 * (336 if "Inception" in r["model"] else 256) + 100
+

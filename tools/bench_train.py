@@ -1,0 +1,104 @@
+#!/usr/bin/env python
+"""Training throughput on the CPU: ResNet-164 vs ResNet-164-FBN on CIFAR-shaped data.
+
+    python tools/bench_train.py                       # batch 64, CIFAR-100 head, F=20
+    python tools/bench_train.py --batch-size 128 --rounds 5 --iters 3 --json out.json
+
+Both networks are trained in the same process exactly as cifar/train_cifar.py does (Module API,
+SGD momentum, clip 10, Xavier init) on random 3x32x32 batches; measurement rounds alternate
+between the two networks so machine-load drift hits both equally. Prints images/s for each, the
+median step times and their ratio (the issue's target: FBN step time <= 1.20x the baseline's).
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import mxrepro  # noqa: E402,F401
+import mxnet as mx  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mxrepro import fbn_train  # noqa: E402
+
+
+def make_module(network, a):
+    args = fbn_train.parse_args("cifar", ["--network", network, "--num-classes", str(a.num_classes),
+                                          "--res-module-num", str(a.res_module_num), "--batch-size",
+                                          str(a.batch_size), "--gpus", "", "--fmconv-factor", str(a.fmconv_factor)])
+    sym = fbn_train.build_symbol(args)
+    mod = mx.mod.Module(sym, context=[mx.cpu()])
+    mod.bind(data_shapes=[("data", (a.batch_size, 3, 32, 32))], label_shapes=[("softmax_label", (a.batch_size,))])
+    mod.init_params(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2))
+    sched = fbn_train.SlowStartScheduler(390, [100, 150], slowstart=3, base_lr=0.1)
+    mod.init_optimizer(optimizer=fbn_train.make_optimizer(args, sym, sched, 1.0 / a.batch_size))
+    rng = np.random.RandomState(0)
+    batch = mx.io.DataBatch(data=[mx.nd.array(rng.randn(a.batch_size, 3, 32, 32) * 60)],
+                            label=[mx.nd.array(rng.randint(0, a.num_classes, a.batch_size))])
+    return mod, batch
+
+
+def step(mod, batch, n):
+    tic = time.perf_counter()
+    for _ in range(n):
+        mod.forward_backward(batch)
+        mod.update()
+    mx.nd.waitall()
+    return (time.perf_counter() - tic) / n
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--res-module-num", type=int, default=18, help="18 = ResNet-164")
+    ap.add_argument("--num-classes", type=int, default=100)
+    ap.add_argument("--fmconv-factor", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=2, help="untimed iterations per network")
+    ap.add_argument("--iters", type=int, default=2, help="iterations per timed round")
+    ap.add_argument("--rounds", type=int, default=5, help="alternating rounds (median is reported)")
+    ap.add_argument("--json", type=str, default=None, help="also write the results to this file")
+    a = ap.parse_args(argv)
+
+    nets = ("resnet-small", "resnet-small-fmconv")
+    mods = {n: make_module(n, a) for n in nets}
+    for n in nets:
+        step(*mods[n], a.warmup)
+    times = {n: [] for n in nets}
+    try:
+        from tqdm import tqdm
+        rounds = tqdm(range(a.rounds), desc="rounds", file=sys.stderr)
+    except ImportError:
+        rounds = range(a.rounds)
+    for r in rounds:
+        for n in (nets if r % 2 == 0 else nets[::-1]):
+            times[n].append(step(*mods[n], a.iters))
+    med = {n: statistics.median(times[n]) for n in nets}
+    depth = 9 * a.res_module_num + 2
+    res = dict(batch_size=a.batch_size, depth=depth, num_classes=a.num_classes, fmconv_factor=a.fmconv_factor,
+               omp_threads=os.environ.get("OMP_NUM_THREADS"), fb_gemm=_backend(),
+               baseline_img_s=a.batch_size / med[nets[0]], fbn_img_s=a.batch_size / med[nets[1]],
+               baseline_step_s=med[nets[0]], fbn_step_s=med[nets[1]], step_ratio=med[nets[1]] / med[nets[0]],
+               rounds={n: times[n] for n in nets})
+    print("CPU training, batch %d, %s threads, FB sgemm: %s" % (a.batch_size, res["omp_threads"], res["fb_gemm"]))
+    print("  ResNet-%d       %7.1f images/s  (step %.3f s)" % (depth, res["baseline_img_s"], res["baseline_step_s"]))
+    print("  ResNet-%d-FBN   %7.1f images/s  (step %.3f s)" % (depth, res["fbn_img_s"], res["fbn_step_s"]))
+    print("  FBN / baseline step time: %.3fx (target <= 1.20x)" % res["step_ratio"])
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=1)
+    return 0
+
+
+def _backend():
+    try:
+        return mxrepro.ops.gemm_backend()
+    except Exception:  # noqa: BLE001  (older operator builds have no query)
+        return "unknown"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
