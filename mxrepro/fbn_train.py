@@ -256,7 +256,7 @@ def count_records(rec_path):
 
 def get_iterators(args, part_index=0, num_parts=1, seed=0):
     """ImageRecordIters configured as the reference (fbn.md 5.1 / 5.3): mean subtraction only.
-    Validation is not sharded (every worker scores the whole set) and reads whole batches from the
+    The training file's .idx, when present, is passed so shuffling covers the whole file. Validation is not sharded (every worker scores the whole set) and reads whole batches from the
     start each epoch (round_batch=False) so it can be counted exactly."""
     common_kw = dict(label_width=1, data_name="data", label_name="softmax_label", mean_r=MEAN_RGB[0],
                      mean_g=MEAN_RGB[1], mean_b=MEAN_RGB[2], batch_size=args.batch_size,
@@ -269,6 +269,9 @@ def get_iterators(args, part_index=0, num_parts=1, seed=0):
                    min_random_scale=1.0 if lvl == 1 else 0.533, max_aspect_ratio=0.0 if lvl == 1 else 0.25,
                    random_h=0 if lvl == 1 else 36, random_s=0 if lvl == 1 else 50, random_l=0 if lvl == 1 else 50,
                    max_rotate_angle=0 if lvl <= 2 else 10, max_shear_ratio=0.0 if lvl <= 2 else 0.1)
+    idx = os.path.splitext(args.train_rec)[0] + ".idx"
+    if os.path.exists(idx):  # with its index the iterator shuffles the whole file, not only chunks
+        aug["path_imgidx"] = idx
     train = mx.io.ImageRecordIter(path_imgrec=args.train_rec, shuffle=True, prefetch_buffer=4, seed=seed,
                                   num_parts=num_parts, part_index=part_index, **aug, **common_kw)
     val = mx.io.ImageRecordIter(path_imgrec=args.val_rec, rand_crop=False, rand_mirror=False, round_batch=False,
