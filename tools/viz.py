@@ -208,7 +208,14 @@ def stage_rows(records):
 def build_symbol(name, **kwargs):
     """(symbol, gluon block or None) for a registered model."""
     entry = model_info(name)
-    obj = entry.build(**kwargs)
+    try:
+        obj = entry.build(**kwargs)
+    except TypeError:
+        if "num_classes" not in kwargs:
+            raise
+        kwargs = dict(kwargs)  # gluon-cv style builders spell it ``classes``
+        kwargs["classes"] = kwargs.pop("num_classes")
+        obj = entry.build(**kwargs)
     if entry.kind == "symbol":
         return obj, None
     return obj(mx.sym.var("data")), obj

@@ -275,7 +275,8 @@ class BLResNet(HybridBlock):
     -> ``layer4`` (plain run, first block stride 2) -> global average pool -> ``fc``.
 
     Parameters: ``layers`` blocks per plain stage (K), ``alpha`` Little width ratio, ``beta`` Little depth
-    ratio, ``cardinality``/``basewidth`` (ResNeXt; 1/64 = ResNet), ``se`` (SE on every bottleneck),
+    ratio, ``num_classes`` (alias ``classes``), ``cardinality``/``basewidth`` (ResNeXt; 1/64 = ResNet),
+    ``se`` (SE on every bottleneck),
     ``stem_width`` and ``widths`` (stage output widths; shrink them for tiny test networks),
     ``fusion``/``fusion_r``/``fusion_stages`` (residual-add hook, see ``make_fusion``; stage numbers 1-4),
     ``merge_fusion`` (hook for the Big+Little sum of stages 1-3).
@@ -283,8 +284,10 @@ class BLResNet(HybridBlock):
 
     def __init__(self, layers=(3, 4, 6, 3), alpha=2, beta=4, cardinality=1, basewidth=64, se=False,
                  num_classes=1000, stem_width=64, widths=(256, 512, 1024, 2048), fusion=None, fusion_r=4,
-                 fusion_stages=(1, 2, 3, 4), merge_fusion=None, **kwargs):
+                 fusion_stages=(1, 2, 3, 4), merge_fusion=None, classes=None, **kwargs):
         super().__init__(**kwargs)
+        if classes is not None:  # gluon-cv / mxrepro.models.resnet spelling
+            num_classes = classes
         layers = tuple(int(v) for v in layers)
         if len(layers) != 4 or min(layers[:3]) < 2 or layers[3] < 1:
             raise ValueError("layers must be 4 block counts with K >= 2 in stages 1-3, got %r" % (layers,))
