@@ -540,15 +540,19 @@ def main(dataset, argv=None):
 
     arg_params = aux_params = None
     if load_epoch is not None:
-        arg_params, aux_params = load_params(load_prefix, load_epoch)
+        if args.dry_run and not os.path.exists("%s-%04d.params" % (load_prefix, load_epoch)):
+            log.info("dry run: checkpoint %s-%04d.params not found here -- initialising instead", load_prefix,
+                     load_epoch)
+        else:
+            arg_params, aux_params = load_params(load_prefix, load_epoch)
     warm_prefix = args.prefix_path + "-warm"
     do_warmup = args.warmup and load_epoch is None and begin_epoch == 0
     if args.dry_run:
         mod.init_params(init, arg_params=arg_params, aux_params=aux_params, allow_missing=False)
         mod.init_optimizer(kvstore=kv, optimizer=make_optimizer(args, symbol, sched, 1.0 / small))
         log.info("dry run: LR at epoch start %s", ", ".join(
-            "%d:%.4g" % (e, sched.lr_at(e * epoch_size)) for e in sorted({0, args.fmconv_slowstart, *args.lr_steps})
-            if e < args.num_epoches))
+            "%d:%.4g" % (e, sched.lr_at(e * epoch_size))
+            for e in sorted({0, begin_epoch, args.fmconv_slowstart, *args.lr_steps}) if e < args.num_epoches))
         if do_warmup:
             log.info("dry run: would first train 1 warm-up epoch at lr %g", args.lr * args.fmconv_scale)
         log.info("dry run: built %s on %s; stopping before training (%d epochs %d..%d would follow)",
