@@ -606,11 +606,12 @@ def run_warmup(args, symbol, ctxs, kv, init, train, val, num_val, rescale, data_
     opt = make_optimizer(args, symbol, None, rescale, lr=lr, name="sgd", wd_mult=wd_mult)
     wmod.init_optimizer(kvstore=kv, optimizer=opt)
 
-    def save(epoch):
+    def save(_epoch):
         if rank == 0:
-            save_checkpoint(wmod, symbol, warm_prefix, epoch, save_states=False)
+            save_checkpoint(wmod, symbol, warm_prefix, 1, save_states=False)
 
-    run_epochs(wmod, train, val, args, 0, 1, num_val, [mx.callback.Speedometer(args.batch_size, args.frequent)],
+    # logged as epoch -1 ("Warmup Epoch[-1] ..."), so log parsers do not take it for epoch 0
+    run_epochs(wmod, train, val, args, -1, 0, num_val, [mx.callback.Speedometer(args.batch_size, args.frequent)],
                save, tag="Warmup ")
     return wmod.get_params()
 
