@@ -124,15 +124,16 @@ def count_macs(sym, data_shape=(1, 3, 224, 224), data_name="data", **other_shape
 
 
 def count_params(net):
-    """(trainable, with_bn_stats) parameter counts of a Gluon block, or of a Symbol's arguments and
-    auxiliary states (shapes must be inferable, e.g. after ``infer_shape``), without initialising."""
+    """(trainable, all) parameter counts of a Gluon block without initialising it (layers must know
+    their input widths, or run a forward first). Trainable = ``grad_req != 'null'`` and ``lr_mult > 0``;
+    "all" adds BN running statistics, fixed gammas and frozen parameters."""
     if hasattr(net, "collect_params"):
         tr = st = 0
         for p in net.collect_params().values():
             if p.shape is None or any(int(s) <= 0 for s in p.shape):
                 raise ValueError("parameter %s has an unknown shape %s; run a forward pass first" % (p.name, p.shape))
             n = _prod(p.shape)
-            if p.grad_req == "null":
+            if p.grad_req == "null" or p.lr_mult == 0:
                 st += n
             else:
                 tr += n

@@ -427,3 +427,74 @@ def iaff_cifar_resnext38_32x4d(**kwargs):
 def iaff_cifar_resnext47_32x4d(**kwargs):
     """CIFAR iAFF-ResNeXt-47-32x4d."""
     return _cifar_resnext("iaff", 47, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------
+# The reference scripts' --model / --askc-type combinations -> registry name + kwargs
+# ------------------------------------------------------------------------------------------------
+def _named(prefix_by_fusion, fusion):
+    canon = canonical_fusion(fusion)
+    if canon in prefix_by_fusion:
+        return prefix_by_fusion[canon], {}
+    return prefix_by_fusion["aff"], {"fusion": canon}
+
+
+def imagenet_cli_model(model="resnet", askc_type="ASKCFuse", num_layer=50):
+    """(registry name, kwargs) for ``train_aff_imagenet.py --model M --askc-type T --num-layer D``.
+
+    ``M``: ``resnet`` (paper-era default), ``resnext``, the OLD names ``resnet50_v1b`` /
+    ``resnext50_32x4d_askc`` (depth from the name), or any registered model name (then ``T`` is
+    passed as its ``fusion`` unless it is the default)."""
+    from .registry import list_models
+    m = model.strip().lower()
+    depth = num_layer
+    hit = re.match(r"^(resnet|resnext)(\d+)(?:_v1b|_32x4d)?(?:_askc|_aff|_iaff)?$", m)
+    if hit:
+        m, depth = hit.group(1), int(hit.group(2))
+    if m in ("resnet", "resnext"):
+        if depth not in (50, 101, 152):
+            raise ValueError("--num-layer must be 50, 101 or 152, got %r" % depth)
+        if m == "resnet":
+            table = {"aff": "aff_resnet%d" % depth, "iaff": "iaff_resnet%d" % depth, "add": "resnet%d_v1b" % depth}
+        else:
+            if depth == 152:
+                raise ValueError("ResNeXt-152 is not defined here; use --num-layer 50 or 101")
+            table = {"aff": "aff_resnext%d_32x4d" % depth, "iaff": "iaff_resnext%d_32x4d" % depth,
+                     "add": "resnext%d_32x4d" % depth}
+        return _named(table, askc_type)
+    if m in list_models():
+        return m, {}
+    raise ValueError("--model %r: use resnet, resnext, resnext50_32x4d_askc or a registered model name" % model)
+
+
+def cifar_cli_model(model="resnet", askc_type="ASKCFuse", blocks=None, channel_times=4):
+    """(registry name, kwargs) for ``train_aff_cifar.py --model M --askc-type T --blocks B
+    --channel-times C``. ``M``: ``resnet`` (pre-activation ResNet-(6B+2)), ``resnext`` (ResNeXt-(9B+2)),
+    the OLD ``resnext29_32x4d`` / ``resnext38_32x4d`` / ``resnext47_32x4d`` (blocks from the depth), or
+    any registered model name."""
+    from .registry import list_models
+    m = model.strip().lower()
+    if m == "resnet":
+        name, kw = _named({"aff": "aff_cifar_resnet", "iaff": "iaff_cifar_resnet", "add": "cifar_resnet"}, askc_type)
+        kw.update(blocks=5 if blocks is None else blocks, channel_times=channel_times)
+        return name, kw
+    hit = re.match(r"^(?:se_)?resnext(\d+)_32x4d$", m)
+    if hit or m == "resnext":
+        if m.startswith("se_"):
+            raise ValueError("--model %s: the SE variant is not part of the AFF paper and is not implemented" % model)
+        depth = int(hit.group(1)) if hit else 9 * (4 if blocks is None else blocks) + 2
+        if (depth - 2) % 9:
+            raise ValueError("CIFAR ResNeXt depth must be 9*blocks+2, got %d" % depth)
+        if channel_times != 4:
+            raise ValueError("--model resnext supports --channel-times 4 (32x4d) only, got %r" % channel_times)
+        if depth in (29, 38, 47):
+            return _named({"aff": "aff_cifar_resnext%d_32x4d" % depth, "iaff": "iaff_cifar_resnext%d_32x4d" % depth,
+                           "add": "cifar_resnext%d_32x4d" % depth}, askc_type)
+        name, kw = _named({"aff": "aff_cifar_resnext29_32x4d", "iaff": "iaff_cifar_resnext29_32x4d",
+                           "add": "cifar_resnext29_32x4d"}, askc_type)
+        kw["blocks"] = (depth - 2) // 9
+        return name, kw
+    if m in list_models():
+        return m, {}
+    raise ValueError("--model %r: use resnet, resnext, resnext29_32x4d / resnext38_32x4d / resnext47_32x4d or a "
+                     "registered model name" % model)

@@ -23,7 +23,7 @@ from mxnet.gluon.block import HybridBlock
 
 from .registry import register_model
 
-__all__ = ["ResNetV1b", "BottleneckV1b", "CIFARPreActResNet", "PreActBlock", "CIFARResNeXt",
+__all__ = ["ResNetV1b", "BottleneckV1b", "CIFARPreActResNet", "PreActBlock", "CIFARResNeXt", "DataNorm",
            "resolve_fusion", "IMAGENET_LAYERS"]
 
 # Blocks per stage. 152 is the standard [3, 8, 36, 3]; the open-aff HEAD used [3, 4, 36, 3] (aff.md
@@ -56,6 +56,23 @@ def _bn(channels, zero_gamma=False, **kw):
     if zero_gamma:
         kw["gamma_initializer"] = "zeros"
     return nn.BatchNorm(in_channels=channels, **kw)
+
+
+class DataNorm(nn.BatchNorm):
+    """The CIFAR ResNet's input normalisation: a BatchNorm with no learned scale or shift
+    (``scale=False, center=False`` in the reference, aff.md §2.4).
+
+    MXNet 1.9.1 updates BatchNorm running statistics in the *backward* pass on the CPU (cuDNN does it
+    in the forward). A BN with no trainable parameter after the data never runs backward, so on the
+    CPU its running mean/var stay 0/1 and test-time inputs are not normalised like training inputs
+    (test accuracy at chance). Here beta exists but is frozen at 0 (``lr_mult = wd_mult = 0``): the
+    output is identical to ``center=False``, backward runs and the statistics update on every device.
+    ``mxrepro.flops.count_params`` does not count frozen parameters as trainable."""
+
+    def __init__(self, in_channels, **kwargs):
+        super().__init__(scale=False, center=True, in_channels=in_channels, **kwargs)
+        self.beta.lr_mult = 0.0
+        self.beta.wd_mult = 0.0
 
 
 class _Fused(HybridBlock):
@@ -199,7 +216,7 @@ class CIFARPreActResNet(HybridBlock):
     """CIFAR pre-activation ResNet-(6*blocks+2), widths ``channel_times`` x [16, 16, 32, 64]
     (aff.md §2.4; NEW ``CIFARAFFResNet``, OLD ``ResNet110V2ASKC``).
 
-    stem: BN(scale=False, center=False) -> 3x3 conv (or the 3-conv ``deep_stem``); 3 stages with
+    stem: BN(scale=False, center=False) (:class:`DataNorm`) -> 3x3 conv (or the 3-conv ``deep_stem``); 3 stages with
     strides 1/2/2; head: BN ReLU GAP flatten Dense. Fusion reduction ``fusion_r`` (4 in the paper).
     """
 
@@ -210,7 +227,7 @@ class CIFARPreActResNet(HybridBlock):
         self.fusion_name = fusion if isinstance(fusion, str) else None
         with self.name_scope():
             self.stem = nn.HybridSequential(prefix="stem_")
-            self.stem.add(nn.BatchNorm(scale=False, center=False, in_channels=3))
+            self.stem.add(DataNorm(3))
             if deep_stem:
                 half = channels[0] // 2
                 self.stem.add(_conv(half, 3, 1, 1, in_channels=3), _bn(half), nn.Activation("relu"),
@@ -342,12 +359,12 @@ def cifar_resnet(blocks=5, channel_times=4, pretrained=False, **kwargs):
 
 
 def cifar_resnext(depth, cardinality=32, bottleneck_width=4, pretrained=False, **kwargs):
-    """CIFAR ResNeXt of ``depth`` = 9*blocks+2 (29, 38, 47, ...)."""
+    """CIFAR ResNeXt of ``depth`` = 9*blocks+2 (29, 38, 47, ...); ``blocks=`` overrides the depth."""
     _no_pretrained(pretrained)
     if (depth - 2) % 9:
         raise ValueError("CIFAR ResNeXt depth must be 9*blocks+2 (29, 38, 47), got %r" % depth)
-    return CIFARResNeXt(blocks=(depth - 2) // 9, cardinality=cardinality, bottleneck_width=bottleneck_width,
-                        **kwargs)
+    blocks = kwargs.pop("blocks", (depth - 2) // 9)
+    return CIFARResNeXt(blocks=blocks, cardinality=cardinality, bottleneck_width=bottleneck_width, **kwargs)
 
 
 @register_model(family="resnet", **_CIFAR)
