@@ -42,12 +42,13 @@ def make_module(network, a):
 
 
 def step(mod, batch, n):
-    tic = time.perf_counter()
+    """(wall seconds, process CPU seconds) per training step, averaged over ``n`` steps."""
+    tic, cpu = time.perf_counter(), time.process_time()
     for _ in range(n):
         mod.forward_backward(batch)
         mod.update()
     mx.nd.waitall()
-    return (time.perf_counter() - tic) / n
+    return (time.perf_counter() - tic) / n, (time.process_time() - cpu) / n
 
 
 def main(argv=None):
@@ -68,6 +69,7 @@ def main(argv=None):
     for n in nets:
         step(*mods[n], a.warmup)
     times = {n: [] for n in nets}
+    cpu = {n: [] for n in nets}
     try:
         from tqdm import tqdm
         rounds = tqdm(range(a.rounds), desc="rounds", file=sys.stderr)
@@ -75,22 +77,37 @@ def main(argv=None):
         rounds = range(a.rounds)
     for r in rounds:
         for n in (nets if r % 2 == 0 else nets[::-1]):
-            times[n].append(step(*mods[n], a.iters))
+            wall, c = step(*mods[n], a.iters)
+            times[n].append(wall)
+            cpu[n].append(c)
     med = {n: statistics.median(times[n]) for n in nets}
+    cmed = {n: statistics.median(cpu[n]) for n in nets}
     depth = 9 * a.res_module_num + 2
     res = dict(batch_size=a.batch_size, depth=depth, num_classes=a.num_classes, fmconv_factor=a.fmconv_factor,
                omp_threads=os.environ.get("OMP_NUM_THREADS"), fb_gemm=_backend(),
                baseline_img_s=a.batch_size / med[nets[0]], fbn_img_s=a.batch_size / med[nets[1]],
                baseline_step_s=med[nets[0]], fbn_step_s=med[nets[1]], step_ratio=med[nets[1]] / med[nets[0]],
-               rounds={n: times[n] for n in nets})
+               baseline_cpu_s=cmed[nets[0]], fbn_cpu_s=cmed[nets[1]], cpu_ratio=cmed[nets[1]] / cmed[nets[0]],
+               rounds={n: times[n] for n in nets}, load_avg=_load())
     print("CPU training, batch %d, %s threads, FB sgemm: %s" % (a.batch_size, res["omp_threads"], res["fb_gemm"]))
     print("  ResNet-%d       %7.1f images/s  (step %.3f s)" % (depth, res["baseline_img_s"], res["baseline_step_s"]))
     print("  ResNet-%d-FBN   %7.1f images/s  (step %.3f s)" % (depth, res["fbn_img_s"], res["fbn_step_s"]))
-    print("  FBN / baseline step time: %.3fx (target <= 1.20x)" % res["step_ratio"])
+    print("  FBN / baseline step time: %.3fx (target <= 1.20x); process CPU time ratio %.3fx"
+          % (res["step_ratio"], res["cpu_ratio"]))
+    if res["load_avg"] and res["load_avg"] > (os.cpu_count() or 1):
+        print("  warning: load average %.1f on %d cores -- other jobs share the CPU; absolute figures are not "
+              "representative (the ratio is more robust)" % (res["load_avg"], os.cpu_count() or 1))
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=1)
     return 0
+
+
+def _load():
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
 
 
 def _backend():
