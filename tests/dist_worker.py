@@ -30,7 +30,14 @@ from mxrepro import distributed  # noqa: E402
 
 CLASSES = 5
 SHAPE = (3, 8, 8)
-OPT = {"learning_rate": 0.1, "momentum": 0.9, "wd": 1e-4}
+
+
+def opt_params(lr_step=2):
+    """SGD-momentum with a step schedule that changes at the 3rd update: under dist_sync the
+    optimizer (and this scheduler) run on the server, whose update count must advance once per
+    synchronous step (= per worker iteration), not once per worker push."""
+    return {"learning_rate": 0.1, "momentum": 0.9, "wd": 1e-4,
+            "lr_scheduler": mx.lr_scheduler.MultiFactorScheduler(step=[lr_step], factor=0.3, base_lr=0.1)}
 
 
 def make_data(rows, seed=0):
@@ -62,7 +69,7 @@ def gluon_net():
     return net
 
 
-def train_gluon(kv, rank, num_workers, steps, batch, data):
+def train_gluon(kv, rank, num_workers, steps, batch, data, lr_step=2):
     """``trainer.step(batch * num_workers)`` under dist_sync: the server sums the workers' gradients
     and applies rescale_grad once, so this normalises by the combined batch (as mxrepro/train.py)."""
     x, y = data
@@ -73,7 +80,7 @@ def train_gluon(kv, rank, num_workers, steps, batch, data):
     vals = init_values({n: p.shape for n, p in params.items()})
     for n, p in params.items():
         p.set_data(mx.nd.array(vals[n]))
-    trainer = gluon.Trainer(params, "sgd", dict(OPT), kvstore=kv if kv is not None else "local")
+    trainer = gluon.Trainer(params, "sgd", opt_params(lr_step), kvstore=kv if kv is not None else "local")
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
     for t in range(steps):
         rows = shard_rows(t, rank, num_workers, batch)
@@ -96,7 +103,7 @@ def fbn_symbol():
     return mx.sym.SoftmaxOutput(mx.sym.Flatten(body), name="softmax")
 
 
-def train_module(kv, rank, num_workers, steps, batch, data):
+def train_module(kv, rank, num_workers, steps, batch, data, lr_step=2):
     """Module API as mxrepro/fbn_train.py: for dist_sync kvstores Module itself sets
     rescale_grad = 1/(batch*num_workers) and the optimizer runs on the servers."""
     x, y = data
@@ -107,7 +114,7 @@ def train_module(kv, rank, num_workers, steps, batch, data):
     vals = init_values({n: s for n, s in shapes.items() if n not in ("data", "softmax_label")})
     mod.init_params(arg_params={n: mx.nd.array(v) for n, v in vals.items()}, aux_params={})
     mod.init_optimizer(kvstore=kv if kv is not None else "local", optimizer="sgd",
-                       optimizer_params=dict(OPT))
+                       optimizer_params=opt_params(lr_step))
     for t in range(steps):
         rows = shard_rows(t, rank, num_workers, batch)
         mod.forward_backward(mx.io.DataBatch([mx.nd.array(x[rows])], [mx.nd.array(y[rows])]))
