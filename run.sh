@@ -64,6 +64,11 @@ cmd_test() {
   "$PY" -m pytest -q "$@"
 }
 
+cmd_demo() {
+  cmd_setup
+  "$PY" tools/demo.py "$@"
+}
+
 cmd_help() {
   cat <<EOF
 usage: ./run.sh COMMAND [args]
@@ -89,7 +94,7 @@ done
 main() {
   local cmd="${1:-help}"; shift || true
   case "$cmd" in
-    setup|test|help) "cmd_$cmd" "$@" ;;
+    setup|test|demo|help) "cmd_$cmd" "$@" ;;
     -h|--help) cmd_help ;;
     *)
       if declare -F "cmd_${cmd//-/_}" >/dev/null; then "cmd_${cmd//-/_}" "$@"
