@@ -158,19 +158,44 @@ def normalize_command(command):
     return command
 
 
+# What servers and the scheduler run when the command starts with a Python interpreter. Importing
+# mxnet with DMLC_ROLE=server|scheduler runs the ps-lite loop *inside* ``import mxnet``
+# (mxnet/kvstore/kvstore_server.py), while mxnet is half imported; a worker's optimizer arrives
+# pickled and is unpickled there, so an LR scheduler from gluoncv (which refuses to import without
+# a complete mxnet) or from this project fails, the server ignores the exception and runs with no
+# optimizer at all: it then stores the summed gradients as the weights. The bootstrap imports
+# mxnet completely with DMLC_ROLE hidden, puts the script's folder and its parent (the repository
+# root for cifar/ and imagenet/ scripts) on sys.path, then starts the server loop itself.
+SERVER_BOOTSTRAP = (
+    "import os, sys; role = os.environ.pop('DMLC_ROLE'); "
+    "sys.path[:0] = [os.path.abspath(p) for p in %r]; "
+    "import mxnet; os.environ['DMLC_ROLE'] = role; "
+    "from mxnet.kvstore import kvstore_server; kvstore_server._init_kvstore_server_module()")
+
+
+def _script_paths(command):
+    for arg in command[1:]:
+        if arg.endswith(".py"):
+            d = os.path.dirname(arg) or "."
+            return [d, os.path.join(d, os.pardir)]
+    return []
+
+
 def server_command(command, override=None):
-    """What the scheduler and servers run. ``import mxnet`` with ``DMLC_ROLE=server|scheduler`` runs
-    the ps-lite loop and exits (mxnet/kvstore/kvstore_server.py). When the user's command starts
-    with a Python interpreter, that interpreter is used with ``-c 'import mxnet'`` (cheap, same
-    environment); otherwise the user's command itself is run, as dmlc_tracker does."""
+    """What the scheduler and servers run: the command's own Python interpreter with
+    :data:`SERVER_BOOTSTRAP` (same environment as the workers; the optimizer the workers send can
+    be unpickled); when the command does not start with a Python interpreter, the command itself,
+    as dmlc_tracker does (its ``import mxnet`` then runs the server)."""
     if override:
         return shlex.split(override)
     if _PY_RE.match(os.path.basename(command[0])):
-        return [command[0], "-c", "import mxnet"]
+        return [command[0], "-c", SERVER_BOOTSTRAP % (_script_paths(command),)]
     return list(command)
 
 
 RANK_MARK = "mxrepro-launch: kvstore rank "
+# Printed by Python when the server's command callback (set_optimizer, ...) raised; ps-lite goes on.
+CALLBACK_ERROR = "Exception ignored on calling ctypes callback function"
 
 
 def announce_rank(kv):
@@ -258,6 +283,7 @@ class Job(object):
         self.host, self.ssh_port = host, ssh_port
         self.kv_rank = None      # ps-lite's kv.rank once the worker reports it (announce_rank)
         self.saw_traceback = False
+        self.callback_error = None   # time a server printed an ignored exception of its controller
 
     @property
     def name(self):
@@ -428,18 +454,28 @@ class Supervisor(object):
         prefix = "[%s] " % job.name
         for raw in iter(stream.readline, b""):
             line = raw.decode("utf-8", "replace").rstrip("\n")
-            if line.startswith(RANK_MARK):
-                m = re.match(r"(\d+)", line[len(RANK_MARK):])
-                if m:
-                    job.kv_rank = int(m.group(1))
-                    prefix = "[%s] " % job.name
-            if line.startswith("Traceback (most recent call last)"):
-                job.saw_traceback = True
+            try:
+                prefix = self._inspect(job, line, prefix)
+            except Exception:              # never lose output over a parsing problem
+                pass
             tail.append(line)
             with self._lock:
                 self.out.write(prefix + line + "\n")
                 self.out.flush()
         stream.close()
+
+    def _inspect(self, job, line, prefix):
+        """Markers in a process's output: its kv.rank, a traceback, a failed server command."""
+        if line.startswith(RANK_MARK):
+            m = re.match(r"(\d+)", line[len(RANK_MARK):])
+            if m:
+                job.kv_rank = int(m.group(1))
+                prefix = "[%s] " % job.name
+        if line.startswith("Traceback (most recent call last)"):
+            job.saw_traceback = True
+        if job.role != "worker" and CALLBACK_ERROR in line and job.callback_error is None:
+            job.callback_error = time.time()
+        return prefix
 
     # -- processes -----------------------------------------------------------------------------
     def start(self, job, cwd=None, base_env=None):
@@ -539,6 +575,17 @@ class Supervisor(object):
                         # ps-lite ends servers and scheduler once every worker has finalized its
                         # kvstore; the workers are then shutting down and get `grace` seconds.
                         ending = (j, time.time())
+                bad = [(j, tl) for j, _, tl in others if j.callback_error and time.time() - j.callback_error > 1.0]
+                if bad:
+                    j, tl = bad[0]
+                    self._report(j, tl, "failed to execute a command from the workers")
+                    self.stop("%s cannot run the workers' command" % j.name)
+                    self._say("job FAILED: %s raised while handling a command from the workers (usually "
+                              "set_optimizer: the pickled optimizer or LR scheduler cannot be imported "
+                              "there). Without it the server would store the summed gradients as the "
+                              "weights. Make the class importable on the servers (a module on the path, "
+                              "not __main__) or pass --server-command." % j.name)
+                    return 1
                 if ending and time.time() - ending[1] > grace:
                     late = [j for j, p, _ in workers if p.poll() is None]
                     for j, p, tl in workers:
@@ -550,13 +597,13 @@ class Supervisor(object):
                     return 1
                 if deadline and time.time() > deadline:
                     late = self.alive()
+                    crashed = [j.name for j, p, tl in workers if p.poll() is None and j.saw_traceback]
                     for j, p, tl in workers:
                         if p.poll() is None:
                             self._report(j, tl, "still running at the time limit")
                     self.stop("time limit of %.0f s reached" % timeout)
                     self._say("job FAILED: time limit of %.0f s reached (--timeout); still running were %s"
                               % (timeout, ", ".join(j.name for j in late)))
-                    crashed = [j.name for j, p, tl in workers if p.poll() is None and j.saw_traceback]
                     if crashed:
                         self._say("hint: %s printed a traceback but did not exit: a worker whose "
                                   "dist kvstore is alive waits at the shutdown barrier for the "

@@ -32,12 +32,20 @@ CLASSES = 5
 SHAPE = (3, 8, 8)
 
 
-def opt_params(lr_step=2):
-    """SGD-momentum with a step schedule that changes at the 3rd update: under dist_sync the
-    optimizer (and this scheduler) run on the server, whose update count must advance once per
-    synchronous step (= per worker iteration), not once per worker push."""
-    return {"learning_rate": 0.1, "momentum": 0.9, "wd": 1e-4,
-            "lr_scheduler": mx.lr_scheduler.MultiFactorScheduler(step=[lr_step], factor=0.3, base_lr=0.1)}
+def opt_params(family, lr_step=2):
+    """SGD-momentum with a schedule that drops at update ``lr_step + 1``, of the kind each family's
+    scripts use: gluoncv's LRScheduler (Gluon) and the FBN slow-start schedule from
+    mxrepro.fbn_train (Module). Under dist_sync the optimizer and its scheduler are pickled to the
+    server and run there: the server must be able to import them (tools/launch.py's server
+    bootstrap) and its update count must advance once per synchronous step (= per worker
+    iteration), not once per worker push."""
+    if family == "gluon":
+        from gluoncv.utils import LRScheduler
+        sched = LRScheduler("step", base_lr=0.1, niters=100, step_iter=[lr_step], step_factor=0.3)
+    else:
+        from mxrepro.fbn_train import SlowStartScheduler
+        sched = SlowStartScheduler(1, steps=[lr_step], factor=0.3, slowstart=1, scale=0.5, base_lr=0.1)
+    return {"learning_rate": 0.1, "momentum": 0.9, "wd": 1e-4, "lr_scheduler": sched}
 
 
 def make_data(rows, seed=0):
@@ -80,7 +88,7 @@ def train_gluon(kv, rank, num_workers, steps, batch, data, lr_step=2):
     vals = init_values({n: p.shape for n, p in params.items()})
     for n, p in params.items():
         p.set_data(mx.nd.array(vals[n]))
-    trainer = gluon.Trainer(params, "sgd", opt_params(lr_step), kvstore=kv if kv is not None else "local")
+    trainer = gluon.Trainer(params, "sgd", opt_params("gluon", lr_step), kvstore=kv if kv is not None else "local")
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
     for t in range(steps):
         rows = shard_rows(t, rank, num_workers, batch)
@@ -114,7 +122,7 @@ def train_module(kv, rank, num_workers, steps, batch, data, lr_step=2):
     vals = init_values({n: s for n, s in shapes.items() if n not in ("data", "softmax_label")})
     mod.init_params(arg_params={n: mx.nd.array(v) for n, v in vals.items()}, aux_params={})
     mod.init_optimizer(kvstore=kv if kv is not None else "local", optimizer="sgd",
-                       optimizer_params=opt_params(lr_step))
+                       optimizer_params=opt_params("module", lr_step))
     for t in range(steps):
         rows = shard_rows(t, rank, num_workers, batch)
         mod.forward_backward(mx.io.DataBatch([mx.nd.array(x[rows])], [mx.nd.array(y[rows])]))

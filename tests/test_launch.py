@@ -21,7 +21,7 @@ DIST_PY = os.path.join(ROOT, "mxrepro", "distributed.py")
 PY = sys.executable
 
 # A worker for the launcher tests. It loads mxrepro/distributed.py by path (no FB operator library:
-# these tests only need the kvstore) and runs in one of three modes.
+# these tests only need the kvstore) and runs in one of four modes.
 KV_WORKER = r'''
 import importlib.util, os, signal, sys, time
 spec = importlib.util.spec_from_file_location("mxrepro_distributed", sys.argv[1])
@@ -33,9 +33,17 @@ if mode == "hang":
     print("worker %s hangs" % task, flush=True)
     time.sleep(600)
 import mxnet as mx
+
+
+class MainOnlySchedule(mx.lr_scheduler.LRScheduler):
+    """Defined in __main__: the servers cannot unpickle it."""
+
+
 with d.fail_fast():
     kv = mx.kv.create("dist_sync")
     d.guard_worker(kv)
+    if mode == "badopt":
+        kv.set_optimizer(mx.optimizer.SGD(learning_rate=0.1, lr_scheduler=MainOnlySchedule(0.1)))
     if mode == "fail" and task == "1":
         print("worker 1 gives up", flush=True)
         sys.exit(3)
@@ -122,6 +130,21 @@ def test_failing_worker_stops_the_job(worker_script):
     assert "job FAILED: worker 1" in err and "exited with code 3" in err, err
     assert "worker 1 gives up" in err.split("exited with code 3", 1)[1], err   # the tail is shown
     assert "stopping" in err and "scheduler" in err and "server 0" in err
+    assert no_leftovers(tag) == []
+
+
+def test_server_that_cannot_load_the_optimizer_stops_the_job(worker_script):
+    """A server that fails to unpickle the workers' optimizer only prints "Exception ignored" and
+    carries on without one (it would then store summed gradients as weights): the launcher treats
+    that output as fatal. A scheduler class defined in the worker's __main__ cannot be imported
+    on a server, so this job must fail, quickly and with the server's traceback."""
+    tag = uuid.uuid4().hex
+    rc, out, err, elapsed = launch(["-n", "2", "-s", "1", "--loopback", "--timeout", "120",
+                                    PY, worker_script, DIST_PY, "badopt"], tag)
+    assert rc == 1, (rc, out[-2000:], err[-2000:])
+    assert elapsed < 60, elapsed
+    assert "job FAILED: server 0 raised while handling a command from the workers" in err, err
+    assert "MainOnlySchedule" in err                       # the server's traceback is in the report
     assert no_leftovers(tag) == []
 
 
@@ -229,7 +252,8 @@ def test_local_jobs_environment(monkeypatch):
         assert j.env["DMLC_ROLE"] == j.role and j.env["FOO"] == "1"
     assert [j.env["OMP_NUM_THREADS"] for j in jobs] == ["1", "1", "4", "4"]   # 8 cores / 2 workers
     assert [j.env.get("BAR") for j in jobs] == [None, None, "2", "2"]
-    assert jobs[0].argv == ["python", "-c", "import mxnet"] and jobs[2].argv == ["python", "t.py"]
+    assert jobs[0].argv[:2] == ["python", "-c"] and jobs[2].argv == ["python", "t.py"]
+    assert "_init_kvstore_server_module()" in jobs[0].argv[2] and jobs[1].argv == jobs[0].argv
     assert [j.env["DMLC_TASK_ID"] for j in jobs[2:]] == ["0", "1"]
     # an explicit thread count wins, for every role
     jobs = dist.local_jobs(["./t.sh"], 3, 1, "127.0.0.1", env={"OMP_NUM_THREADS": "2"}, cpus=8)
@@ -257,7 +281,9 @@ def test_small_parsers(tmp_path, monkeypatch):
     assert dist.normalize_command(["python a.py --x 'b c'"]) == ["python", "a.py", "--x", "b c"]
     with pytest.raises(SystemExit, match="no command"):
         dist.normalize_command([])
-    assert dist.server_command([".venv/bin/python3.11", "a.py"]) == [".venv/bin/python3.11", "-c", "import mxnet"]
+    boot = dist.server_command([".venv/bin/python3.11", "-u", "cifar/train.py", "--x"])
+    assert boot[:2] == [".venv/bin/python3.11", "-c"] and "['cifar', 'cifar/..']" in boot[2]
+    assert dist.server_command(["python", "a.py"], override="py -c 'import mxnet'") == ["py", "-c", "import mxnet"]
     assert dist.threads_per_worker(3, cpus=2) == 1 and dist.threads_per_worker(2, cpus=16) == 8
 
 

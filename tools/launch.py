@@ -18,6 +18,7 @@ docs/distributed.md. The wheel's ``dmlc_tracker`` is used for the host address (
 import argparse
 import importlib.util
 import os
+import shlex
 import signal
 import sys
 
@@ -121,7 +122,7 @@ def main(argv=None):
         for j in jobs:
             dmlc = " ".join("%s=%s" % kv for kv in sorted(j.env.items())
                             if kv[0].startswith("DMLC_") or kv[0] == "OMP_NUM_THREADS")
-            print("%-12s %s %s" % (j.name, dmlc, " ".join(j.argv)))
+            print("%-12s %s %s" % (j.name, dmlc, shlex.join(j.argv)))
         return 0
 
     sup = dist.Supervisor(term_grace=args.term_grace)
