@@ -5,6 +5,7 @@ Gluon (gluon.Trainer: the AFF / bL-Net path) and Module API with an FB layer (th
 the worker is tests/dist_worker.py. The LR schedule runs on the server (update_on_kvstore) and
 must count one update per synchronous step."""
 import os
+import re
 import subprocess
 import sys
 import time
@@ -58,3 +59,72 @@ def test_dist_sync_equals_single_process(family, tmp_path):
     for other in (alone, early):
         gap = max(np.abs(other[n] - ref[n]).max() for n in names)
         assert gap > 1e-4, gap
+
+
+# --------------------------------------------------------------------------------------------------
+# The project's training scripts through tools/launch.py (a few batches on a 4-class toy .rec set)
+# --------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def toy_rec(tmp_path_factory):
+    """64 training and 16 test 32x32 PNG records, 4 classes (stripes / checkerboard / noise)."""
+    import mxnet as mx
+    d = tmp_path_factory.mktemp("toy_rec")
+    rng = np.random.RandomState(0)
+    yy, xx = np.mgrid[0:32, 0:32]
+    for name, n in (("train", 64), ("test", 16)):
+        rec = mx.recordio.MXIndexedRecordIO(str(d / (name + ".idx")), str(d / (name + ".rec")), "w")
+        for i in range(n):
+            c = i % 4
+            sy, sx = np.sin(yy / 2.0 + rng.uniform(0, 6)), np.sin(xx / 2.0 + rng.uniform(0, 6))
+            w = [sy > 0, sx > 0, sy * sx > 0, rng.rand(32, 32) > 0.5][c][..., None]
+            img = np.where(w, rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)).astype(np.uint8)
+            rec.write_idx(i, mx.recordio.pack_img(mx.recordio.IRHeader(0, float(c), i, 0), img, img_fmt=".png"))
+        rec.close()
+    return d
+
+
+def launch_script(args, cwd, timeout_s):
+    cmd = [sys.executable, LAUNCH, "-n", "2", "-s", "1", "--loopback", "--timeout", str(timeout_s),
+           sys.executable] + args
+    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(cwd),
+                          timeout=timeout_s + 60)
+
+
+def test_gluon_script_dist_sync(toy_rec, tmp_path):
+    """cifar/train_aff_cifar.py (Gluon core mxrepro/train.py) with --kv-store dist_sync: each of the
+    two workers runs 64 / 2 / 8 = 4 iterations per epoch on its shard, the servers load the
+    script's gluoncv LR schedule, and the job ends cleanly."""
+    r = launch_script([os.path.join(ROOT, "cifar", "train_aff_cifar.py"), "--dataset", "toy", "--data-dir",
+                       str(toy_rec), "--use-rec", "--num-classes", "4", "--model", "resnet", "--blocks", "1",
+                       "--channel-times", "1", "--batch-size", "8", "--num-epochs", "2", "--log-interval", "1",
+                       "--lr", "0.05", "--kv-store", "dist_sync", "--save-dir", "", "-j", "0", "--seed", "1"],
+                      tmp_path, 240)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    assert "Exception ignored" not in r.stdout
+    for w in (0, 1):
+        lines = [l for l in r.stdout.splitlines() if l.startswith("[worker %d" % w)]
+        batches = re.findall(r"Epoch\[(\d+)\] Batch\[(\d+)/(\d+)\].*loss=([0-9.naif]+)", "\n".join(lines))
+        assert [(int(e), int(b)) for e, b, _, _ in batches] == [(e, b) for e in (1, 2) for b in (1, 2, 3, 4)], lines
+        assert all(n == "4" for _, _, n, _ in batches)
+        assert all(float(x) < 10 for _, _, _, x in batches), batches    # finite, no blow-up
+    ranks = set(re.findall(r"kvstore rank (\d) of 2", r.stdout))
+    assert ranks == {"0", "1"}
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="mxrepro/fbn_train.py saves optimizer states on rank 0, which MXNet refuses for a "
+                          "dist kvstore (states live on the servers), and the crashed worker then hangs at the "
+                          "kvstore barrier; see docs/distributed.md", strict=False)
+def test_fbn_script_dist_sync(toy_rec, tmp_path):
+    """cifar/train_cifar.py (Module API) with --kv-store dist_sync: the epoch is 64 / 2 workers / 8 = 4
+    updates on every worker, the schedule counts them per worker, rank 0 writes the checkpoint."""
+    r = launch_script([os.path.join(ROOT, "cifar", "train_cifar.py"), "--gpus", "", "--data-dir", str(toy_rec),
+                       "--network", "resnet-small", "--res-module-num", "1", "--num-classes", "4",
+                       "--batch-size", "8", "--num-epoches", "2", "--lr", "0.05", "--lr-step", "1",
+                       "--frequent", "1", "--model-prefix", "toy", "--kv-store", "dist_sync", "--seed", "1"],
+                      tmp_path, 120)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    for log in ("toy.log", "toy-rank1.log"):
+        text = (tmp_path / "log" / log).read_text()
+        assert "epoch size 4 updates (64 examples / 2 worker(s) / batch 8)" in text, text[-2000:]
+    assert (tmp_path / "model" / "toy-0002.params").exists()
