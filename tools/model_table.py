@@ -302,7 +302,8 @@ def to_markdown(results, failures):
     for r in results:
         c = r["counts"]
         kw = ", ".join("%s=%s" % kv for kv in sorted(r["kwargs"].items()))
-        checks = "<br>".join("%s %s%s (%s): %s" % ("✓" if ok else "✗", ch["value"], UNITS[ch["what"]],
+        checks = "<br>".join("%s %s%s (%s): %s" % ("✓" if text.startswith("matches") else ("note" if ok else "✗"),
+                                                   ch["value"], UNITS[ch["what"]],
                                                    ch["source"], text)
                              for ch, ok, text in r["verdicts"]) or "— (no printed size)"
         lines.append("| %s | `%s`%s | %d | %.3f | %.3f | %.3f | %.3f | %s |" % (
