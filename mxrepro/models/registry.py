@@ -98,8 +98,21 @@ def list_models(family: Optional[str] = None, kind: Optional[str] = None) -> Lis
 
 
 def get_model(name: str, **kwargs):
-    """Build a registered network: a Gluon HybridBlock (kind 'gluon') or a Symbol (kind 'symbol')."""
-    return model_info(name).build(**kwargs)
+    """Build a registered network: a Gluon HybridBlock (kind 'gluon') or a Symbol (kind 'symbol').
+
+    Any head combines with any Gluon backbone: ``head='fbn'`` (or 'linear', or a callable) swaps
+    the classifier through mxrepro.models.heads.attach_head (``head_kwargs`` go to the head);
+    ``fusion=`` is passed to families that accept it, e.g.
+    ``get_model('bl_resnet50', fusion='aff', head='fbn')``."""
+    head = kwargs.pop("head", None)
+    head_kwargs = kwargs.pop("head_kwargs", None)
+    net = model_info(name).build(**kwargs)
+    if head is None:
+        return net
+    if model_info(name).kind != "gluon":
+        raise ValueError("head= applies to Gluon models; %r is a symbol network (its -fmconv variant has the FB head)" % name)
+    from .heads import attach_head
+    return attach_head(net, head, **(head_kwargs or {}))
 
 
 def get_symbol(name: str, **kwargs):
