@@ -484,6 +484,18 @@ def main(dataset, argv=None):
         log.info("--memonger: MXNET_BACKWARD_DO_MIRROR=1 (recompute cheap activations in backward)")
 
     ctxs = setup_devices(args, log)
+    # dist_sync: the servers only sum gradients and every worker applies the same update locally
+    # (MXNET_UPDATE_ON_KVSTORE=0), so the optimizer state (momentum) lives in the workers and is
+    # checkpointed by rank 0, and the LR scheduler runs (and is logged) in the worker. dist_async
+    # keeps the optimizer on the servers: its state cannot be saved (momentum restarts on resume).
+    dist = not isinstance(kv, str) and "dist" in kv.type
+    local_update = dist and "_sync" in kv.type and os.environ.get("MXNET_UPDATE_ON_KVSTORE", "0") == "0"
+    if local_update:
+        os.environ["MXNET_UPDATE_ON_KVSTORE"] = "0"
+    save_states = not dist or local_update
+    if dist:
+        log.info("kvstore %s: rank %d of %d, %s", kv.type, kv.rank, kv.num_workers,
+                 "updates in the workers" if local_update else "updates on the servers (no optimizer state saved)")
 
     num_examples = args.num_examples
     if num_examples is None:
@@ -547,6 +559,11 @@ def main(dataset, argv=None):
             arg_params, aux_params = load_params(load_prefix, load_epoch)
     warm_prefix = args.prefix_path + "-warm"
     do_warmup = args.warmup and load_epoch is None and begin_epoch == 0
+    if do_warmup and dist and not os.path.exists(warm_prefix + "-0001.params"):
+        raise SystemExit("error: --warmup cannot run under a distributed kvstore (it would need a second "
+                         "optimizer on the same kvstore); run the warm-up epoch once with a single process "
+                         "(same command, --num-epoches 1, no launcher): its %s-0001.params is then reused"
+                         % warm_prefix)
     if args.dry_run:
         mod.init_params(init, arg_params=arg_params, aux_params=aux_params, allow_missing=False)
         mod.init_optimizer(kvstore=kv, optimizer=make_optimizer(args, symbol, sched, 1.0 / small))
@@ -564,6 +581,11 @@ def main(dataset, argv=None):
                                             data_shapes, label_shapes, warm_prefix, rank)
     mod.init_params(init, arg_params=arg_params, aux_params=aux_params, allow_missing=False)
     mod.init_optimizer(kvstore=kv, optimizer=make_optimizer(args, symbol, sched, rescale))
+    if local_update:  # start every worker from rank 0's parameters (the kvstore holds them after init)
+        arg, aux = mod.get_params()
+        for name in param_names(symbol):
+            kv.pull(name, out=arg[name])
+        mod.set_params(arg, aux)
     if load_epoch is not None:
         states = "%s-%04d.states" % (load_prefix, load_epoch)
         if os.path.exists(states):
@@ -574,7 +596,7 @@ def main(dataset, argv=None):
 
     def after_epoch(epoch):
         if rank == 0:
-            save_checkpoint(mod, symbol, args.prefix_path, epoch)
+            save_checkpoint(mod, symbol, args.prefix_path, epoch, save_states=save_states)
 
     cbs = [mx.callback.Speedometer(args.batch_size, args.frequent), BatchLogger(sched, args.frequent)]
     try:
