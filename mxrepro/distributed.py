@@ -9,10 +9,15 @@
   tracker's own ``get_host_ip`` (which never picks loopback on its own).
 * :func:`local_jobs` / :func:`ssh_jobs` -- the processes of a job (scheduler, servers, workers) with
   the ``DMLC_*`` environment each one needs, for one host or for the hosts of a host file.
+* :data:`SERVER_BOOTSTRAP` -- what servers run so that the optimizer the workers pickle to them
+  (with gluoncv's or this project's LR schedulers) can be loaded.
 * :class:`Supervisor` -- starts the processes in their own process groups, prefixes their output
   with their role and rank, and ends the whole group (SIGTERM, then SIGKILL) when a worker fails,
-  a server or the scheduler dies early, or the time limit is reached, naming the culprit and
-  printing the tail of its output.
+  a server or the scheduler dies early or cannot load the optimizer, or the time limit is reached,
+  naming the culprit and printing the tail of its output.
+* Worker side, for training scripts: :class:`fail_fast` (wrap ``main()``) and
+  :func:`guard_worker` (after creating the kvstore) make a crashed worker exit at once instead of
+  hanging at the kvstore's shutdown barrier; :func:`announce_rank` tells the launcher ``kv.rank``.
 
 Nothing here imports mxnet: a launcher that imported it with ``DMLC_ROLE`` set in its environment
 would turn into a parameter server itself. ``tools/launch.py`` loads this file without importing
@@ -29,7 +34,6 @@ import sys
 import threading
 import time
 
-ROLES = ("scheduler", "server", "worker")
 # Environment forwarded to remote processes in ssh mode (the local value, when set). The tracker's
 # own list (dmlc_tracker/ssh.py get_env) plus MXNet's and ps-lite's tuning variables.
 SSH_FORWARD_KEYS = ("OMP_NUM_THREADS", "KMP_AFFINITY", "LD_LIBRARY_PATH", "DMLC_INTERFACE",
@@ -193,6 +197,9 @@ def server_command(command, override=None):
     return list(command)
 
 
+# --------------------------------------------------------------------------------------------------
+# Worker side (imported by training scripts)
+# --------------------------------------------------------------------------------------------------
 RANK_MARK = "mxrepro-launch: kvstore rank "
 # Printed by Python when the server's command callback (set_optimizer, ...) raised; ps-lite goes on.
 CALLBACK_ERROR = "Exception ignored on calling ctypes callback function"

@@ -3,6 +3,7 @@ job, a failing worker, a hanging worker, ssh mode through a stand-in ssh client,
 (host file, --env, thread split, dmlc_tracker shim). Only 127.0.0.1 is ever used."""
 import os
 import shlex
+import shutil
 import stat
 import subprocess
 import sys
@@ -300,3 +301,22 @@ def test_ssh_job_layout():
     for s in ("export DMLC_ROLE=worker", "export DMLC_NODE_HOST=h2", "export DMLC_TASK_ID=1",
               "export X='a b'", "cd /w", "setsid python t.py"):
         assert s in script, (s, script)
+
+
+def test_sync_dir(tmp_path):
+    """--sync-dst-dir: rsync over the job's ssh command (the stand-in client runs it here); without
+    rsync the error says what to install."""
+    log = tmp_path / "ssh.log"
+    ssh = tmp_path / "fake_ssh"
+    ssh.write_text(FAKE_SSH % {"log": log})
+    ssh.chmod(ssh.stat().st_mode | stat.S_IEXEC)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "a.txt").write_text("hello")
+    if shutil.which("rsync") is None:
+        with pytest.raises(SystemExit, match="needs rsync"):
+            dist.sync_dir(str(src), [("127.0.0.1", "22")], str(dst), ssh=str(ssh))
+    else:
+        dist.sync_dir(str(src), [("127.0.0.1", "2222")], str(dst), ssh=str(ssh))
+        assert (dst / "sub" / "a.txt").read_text() == "hello"
+        assert log.read_text().split() == ["127.0.0.1", "2222"]
