@@ -29,6 +29,10 @@ constexpr int kBK = 8;               // GEMM k-tile
 constexpr int kTargetBlocks = 264;   // GEMM: split K until about this many blocks (2 x 132 SMs)
 constexpr int kMaxSplits = 32;
 constexpr int kMinSplitK = 128;      // at least this much K per split
+#ifndef FBOP_IDX32_LIMIT  // (tests set it to 0 to run the 64-bit index path on small shapes)
+#define FBOP_IDX32_LIMIT (int64_t(1) << 30)
+#endif
+constexpr int64_t kIdx32 = FBOP_IDX32_LIMIT;  // extents below this use 32-bit indexing
 
 // Geometry passed by value to the kernels (plain ints; Geom's helpers are host-only).
 struct Conv {
@@ -44,9 +48,17 @@ dim3 grid1d(int64_t n) {
   return dim3(unsigned(std::max<int64_t>(1, std::min<int64_t>(b, 1 << 16))));
 }
 
-#define FB_GRID_STRIDE(i, n)                                                     \
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n);     \
-       i += int64_t(gridDim.x) * blockDim.x)
+// Element-wise kernels are templated on the index type I: int whenever every extent of the call
+// is below 2^30 (64-bit division is emulated and several times slower on the GPU), else int64_t.
+#define FB_GRID_STRIDE(I, i, n)                                                   \
+  for (I i = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); i < I(n);          \
+       i += I(gridDim.x) * I(blockDim.x))
+
+#define FB_LAUNCH_IDX(use32, kern, grid, block, stream, ...)                      \
+  do {                                                                            \
+    if (use32) FB_LAUNCH(kern<int>, grid, block, stream, __VA_ARGS__);            \
+    else FB_LAUNCH(kern<int64_t>, grid, block, stream, __VA_ARGS__);              \
+  } while (0)
 
 // ------------------------------------------------------------------------ layout kernels
 // Per batch item z: dst (Cc, R) = src (R, Cc)^T, both contiguous. Block (32, 8).
@@ -73,37 +85,38 @@ void transpose(const float* src, float* dst, int nb, int R, int Cc, cudaStream_t
 }
 
 // X[s, k] for the nb images starting at x (s = (b, oh, ow), k = (c, i, j)); zero padding.
+template <typename I>
 __global__ void im2col_kernel(const float* __restrict__ x, float* __restrict__ X, Conv c,
                               int64_t total) {
   const int khw = c.kh * c.kw, K = c.C * khw, P = c.OH * c.OW;
-  FB_GRID_STRIDE(idx, total) {
-    const int64_t s = idx / K;
+  FB_GRID_STRIDE(I, idx, total) {
+    const I s = idx / K;
     const int k = int(idx - s * K);
-    const int64_t b = s / P;
+    const I b = s / P;
     const int p = int(s - b * P);
     const int oh = p / c.OW, ow = p - oh * c.OW;
     const int ch = k / khw, r = k - ch * khw;
     const int i = r / c.kw, j = r - i * c.kw;
     const int h = oh * c.sh - c.ph + i * c.dh, w = ow * c.sw - c.pw + j * c.dw;
     float val = 0.f;
-    if (h >= 0 && h < c.H && w >= 0 && w < c.W)
-      val = x[((b * c.C + ch) * c.H + h) * int64_t(c.W) + w];
+    if (h >= 0 && h < c.H && w >= 0 && w < c.W) val = x[((b * c.C + ch) * c.H + h) * I(c.W) + w];
     X[idx] = val;
   }
 }
 
 // gx (nb, C, H, W) = col2im(dX), as a gather (each input element sums its own taps): no atomics.
+template <typename I>
 __global__ void col2im_kernel(const float* __restrict__ dX, float* __restrict__ gx, Conv c,
                               int64_t total) {
   const int khw = c.kh * c.kw;
-  const int64_t K = int64_t(c.C) * khw;
-  FB_GRID_STRIDE(idx, total) {
+  const I K = I(c.C) * khw;
+  FB_GRID_STRIDE(I, idx, total) {
     const int w = int(idx % c.W);
-    int64_t t = idx / c.W;
+    I t = idx / c.W;
     const int h = int(t % c.H);
     t /= c.H;
     const int ch = int(t % c.C);
-    const int64_t b = t / c.C;
+    const I b = t / c.C;
     float sum = 0.f;
     for (int i = 0; i < c.kh; ++i) {
       const int hh = h + c.ph - i * c.dh;
@@ -115,7 +128,7 @@ __global__ void col2im_kernel(const float* __restrict__ dX, float* __restrict__ 
         if (ww < 0 || ww % c.sw != 0) continue;
         const int ow = ww / c.sw;
         if (ow >= c.OW) continue;
-        sum += dX[((b * c.OH + oh) * c.OW + ow) * K + int64_t(ch) * khw + i * c.kw + j];
+        sum += dX[((b * c.OH + oh) * c.OW + ow) * K + I(ch) * khw + i * c.kw + j];
       }
     }
     gx[idx] = sum;
@@ -124,14 +137,16 @@ __global__ void col2im_kernel(const float* __restrict__ dX, float* __restrict__ 
 
 // ------------------------------------------------------------------------ element-wise kernels
 // Cs[j, k] = sum_f s_f V[jF+f, k]^2
+template <typename I>
 __global__ void colnorm_kernel(const float* __restrict__ v, const float* __restrict__ scale,
-                               float* __restrict__ Cs, int F, int64_t K, int64_t total) {
-  FB_GRID_STRIDE(idx, total) {
-    const int64_t j = idx / K, k = idx - j * K;
+                               float* __restrict__ Cs, int F, int64_t K_, int64_t total) {
+  const I K = I(K_);
+  FB_GRID_STRIDE(I, idx, total) {
+    const I j = idx / K, k = idx - j * K;
     const float* row = v + j * F * K + k;
     float acc = 0.f;
     for (int f = 0; f < F; ++f) {
-      const float a = row[int64_t(f) * K];
+      const float a = row[I(f) * K];
       acc += scale[f] * a * a;
     }
     Cs[idx] = acc;
@@ -139,11 +154,12 @@ __global__ void colnorm_kernel(const float* __restrict__ v, const float* __restr
 }
 
 // D[s, j] <- sum_f s_f T[s, jF+f]^2 - D[s, j] + bias_j
+template <typename I>
 __global__ void reduce_y_kernel(const float* __restrict__ T, float* __restrict__ D,
                                 const float* __restrict__ scale, const float* __restrict__ bias,
                                 int N, int F, int64_t total) {
-  FB_GRID_STRIDE(idx, total) {
-    const int64_t s = idx / N;
+  FB_GRID_STRIDE(I, idx, total) {
+    const I s = idx / N;
     const int j = int(idx - s * N);
     const float* t = T + idx * F;  // (s * N + j) * F
     float acc = 0.f;
@@ -155,11 +171,12 @@ __global__ void reduce_y_kernel(const float* __restrict__ T, float* __restrict__
 }
 
 // T[s, jf] <- 2 s_f G[s, j] T[s, jf]
+template <typename I>
 __global__ void dt_kernel(float* __restrict__ T, const float* __restrict__ G,
                           const float* __restrict__ scale, int N, int F, int64_t total) {
-  const int64_t NF = int64_t(N) * F;
-  FB_GRID_STRIDE(idx, total) {
-    const int64_t s = idx / NF;
+  const I NF = I(N) * F;
+  FB_GRID_STRIDE(I, idx, total) {
+    const I s = idx / NF;
     const int jf = int(idx - s * NF);
     const int j = jf / F, f = jf - j * F;
     T[idx] *= 2.f * scale[f] * G[s * N + j];
@@ -167,12 +184,14 @@ __global__ void dt_kernel(float* __restrict__ T, const float* __restrict__ G,
 }
 
 // gV[jf, k] -= 2 s_f V[jf, k] E[j, k]
+template <typename I>
 __global__ void gv_diag_kernel(float* __restrict__ gv, const float* __restrict__ v,
                                const float* __restrict__ E, const float* __restrict__ scale,
-                               int F, int64_t K, int64_t total) {
-  FB_GRID_STRIDE(idx, total) {
-    const int64_t jf = idx / K, k = idx - jf * K;
-    const int64_t j = jf / F;
+                               int F, int64_t K_, int64_t total) {
+  const I K = I(K_);
+  FB_GRID_STRIDE(I, idx, total) {
+    const I jf = idx / K, k = idx - jf * K;
+    const I j = jf / F;
     const int f = int(jf - j * F);
     gv[idx] -= 2.f * scale[f] * v[idx] * E[j * K + k];
   }
@@ -337,14 +356,15 @@ sgemm_kernel(int M, int N, int K, float alpha, const float* __restrict__ A, int6
 }
 
 // C = alpha * (sum_z Part[z]) [.* Mul] + beta * C, the partials summed in split order.
+template <typename I>
 __global__ void splitk_reduce_kernel(const float* __restrict__ Part, int splits, int M, int N,
                                      float alpha, float beta, float* C, int64_t ldc,
                                      const float* __restrict__ Mul, int64_t ldm) {
-  const int64_t MN = int64_t(M) * N;
-  FB_GRID_STRIDE(idx, MN) {
+  const I MN = I(M) * N;
+  FB_GRID_STRIDE(I, idx, MN) {
     float acc = 0.f;
     for (int z = 0; z < splits; ++z) acc += Part[int64_t(z) * MN + idx];
-    const int64_t m = idx / N, n = idx - m * N;
+    const I m = idx / N, n = idx - m * N;
     float val = alpha * acc;
     if (Mul) val *= Mul[m * ldm + n];
     const int64_t o = m * ldc + n;
@@ -403,8 +423,8 @@ void gemm_t(const GemmPlan& pl, int M, int N, int K, float alpha, const float* A
               ldm, pl.kchunk, sstride);
   }
   if (split)
-    FB_LAUNCH(splitk_reduce_kernel, grid1d(sstride), dim3(kThreads), st, part, pl.splits, M, N,
-              alpha, beta, C, ldc, Mul, ldm);
+    FB_LAUNCH_IDX(sstride < kIdx32, splitk_reduce_kernel, grid1d(sstride), dim3(kThreads), st,
+                  part, pl.splits, M, N, alpha, beta, C, ldc, Mul, ldm);
 }
 
 // The GEMMs of one chunk of S positions, in the order forward/backward issue them.
@@ -463,13 +483,23 @@ Layout layout(const Geom& g, int ipc) {
 
 int finish(cudaStream_t) { return int(cudaGetLastError()); }
 
-void im2col(const Geom& g, const float* x, int b0, int nb, float* X, cudaStream_t st) {
+// True when every element-wise extent of a call (chunk buffers, whole-batch tensors, weights)
+// fits 32-bit indexing with room for the grid stride.
+bool fits32(const Geom& g, int ipc) {
+  const int64_t S = int64_t(ipc) * g.P();
+  const int64_t ext[] = {int64_t(g.B) * g.C * g.H * g.W, int64_t(g.B) * g.N * g.P(), S * g.K(),
+                         S * g.NF(), S * g.N, g.NF() * g.K()};
+  return *std::max_element(std::begin(ext), std::end(ext)) < kIdx32;
+}
+
+void im2col(const Geom& g, const float* x, int b0, int nb, float* X, bool i32, cudaStream_t st) {
   const float* xb = x + int64_t(b0) * g.C * g.H * g.W;
   if (g.is_pointwise()) {  // X image (P, C) = x image (C, P)^T
     transpose(xb, X, nb, g.C, int(g.P()), st);
   } else {
     const int64_t total = int64_t(nb) * g.P() * g.K();
-    FB_LAUNCH(im2col_kernel, grid1d(total), dim3(kThreads), st, xb, X, conv_of(g), total);
+    FB_LAUNCH_IDX(i32, im2col_kernel, grid1d(total), dim3(kThreads), st, xb, X, conv_of(g),
+                  total);
   }
 }
 
@@ -496,18 +526,20 @@ int gpu_forward(const Geom& g, const float* x, const float* v, const float* bias
   float* base = static_cast<float*>(ws);
   float *Cs = base + L.cs, *X = base + L.x, *T = base + L.t, *D = base + L.g, *part = base + L.part;
   const int64_t K = g.K(), NF = g.NF(), N = g.N, P = g.P();
+  const bool i32 = fits32(g, ipc);
 
-  FB_LAUNCH(colnorm_kernel, grid1d(N * K), dim3(kThreads), st, v, scale, Cs, g.F, K, N * K);
+  FB_LAUNCH_IDX(i32, colnorm_kernel, grid1d(N * K), dim3(kThreads), st, v, scale, Cs, g.F, K,
+                N * K);
   for (int b0 = 0; b0 < g.B; b0 += ipc) {
     const int nb = std::min(ipc, g.B - b0);
     const int64_t S = int64_t(nb) * P;
-    im2col(g, x, b0, nb, X, st);
+    im2col(g, x, b0, nb, X, i32, st);
     gemm_t<false, true, false, false>(plan_of(g, S, kT), int(S), int(NF), int(K), 1.f, X, K, v, K,
                                       0.f, T, NF, nullptr, 0, part, st);
     gemm_t<false, true, true, false>(plan_of(g, S, kD), int(S), int(N), int(K), 1.f, X, K, Cs, K,
                                      0.f, D, N, nullptr, 0, part, st);
-    FB_LAUNCH(reduce_y_kernel, grid1d(S * N), dim3(kThreads), st, T, D, scale, bias, g.N, g.F,
-              S * N);
+    FB_LAUNCH_IDX(i32, reduce_y_kernel, grid1d(S * N), dim3(kThreads), st, T, D, scale, bias,
+                  g.N, g.F, S * N);
     transpose(D, y + int64_t(b0) * N * P, nb, int(P), int(N), st);  // (P, N) -> (N, P)
   }
   return finish(st);
@@ -524,20 +556,24 @@ int gpu_backward(const Geom& g, int grad_mode, const float* gy, const float* x, 
   float *Cs = base + L.cs, *E = base + L.e, *X = base + L.x, *T = base + L.t, *G = base + L.g;
   float *dX = base + L.dx, *part = base + L.part;
   const int64_t K = g.K(), NF = g.NF(), N = g.N, P = g.P();
+  const bool i32 = fits32(g, ipc);
 
   if (gbias)
     FB_LAUNCH(bias_grad_kernel, dim3(g.N), dim3(kThreads), st, gy, gbias, g.B, g.N, P);
   if (!gx && !gv) return finish(st);
-  if (gx) FB_LAUNCH(colnorm_kernel, grid1d(N * K), dim3(kThreads), st, v, scale, Cs, g.F, K, N * K);
+  if (gx)
+    FB_LAUNCH_IDX(i32, colnorm_kernel, grid1d(N * K), dim3(kThreads), st, v, scale, Cs, g.F, K,
+                  N * K);
   for (int b0 = 0; b0 < g.B; b0 += ipc) {
     const int nb = std::min(ipc, g.B - b0);
     const int64_t S = int64_t(nb) * P;
     const float beta = b0 == 0 ? 0.f : 1.f;
-    im2col(g, x, b0, nb, X, st);
+    im2col(g, x, b0, nb, X, i32, st);
     transpose(gy + int64_t(b0) * N * P, G, nb, int(N), int(P), st);  // (N, P) -> (P, N)
     gemm_t<false, true, false, false>(plan_of(g, S, kT), int(S), int(NF), int(K), 1.f, X, K, v, K,
                                       0.f, T, NF, nullptr, 0, part, st);
-    FB_LAUNCH(dt_kernel, grid1d(S * NF), dim3(kThreads), st, T, G, scale, g.N, g.F, S * NF);
+    FB_LAUNCH_IDX(i32, dt_kernel, grid1d(S * NF), dim3(kThreads), st, T, G, scale, g.N, g.F,
+                  S * NF);
     if (gv) {
       gemm_t<true, false, false, false>(plan_of(g, S, kGV), int(NF), int(K), int(S), 1.f, T, NF,
                                         X, K, beta, gv, K, nullptr, 0, part, st);
@@ -555,12 +591,14 @@ int gpu_backward(const Geom& g, int grad_mode, const float* gy, const float* x, 
         transpose(dX, gxb, nb, int(P), g.C, st);  // (P, C) -> (C, P)
       } else {
         const int64_t total = int64_t(nb) * g.C * g.H * g.W;
-        FB_LAUNCH(col2im_kernel, grid1d(total), dim3(kThreads), st, dX, gxb, conv_of(g), total);
+        FB_LAUNCH_IDX(i32, col2im_kernel, grid1d(total), dim3(kThreads), st, dX, gxb,
+                      conv_of(g), total);
       }
     }
   }
   if (gv)
-    FB_LAUNCH(gv_diag_kernel, grid1d(NF * K), dim3(kThreads), st, gv, v, E, scale, g.F, K, NF * K);
+    FB_LAUNCH_IDX(i32, gv_diag_kernel, grid1d(NF * K), dim3(kThreads), st, gv, v, E, scale, g.F,
+                  K, NF * K);
   return finish(st);
 }
 
