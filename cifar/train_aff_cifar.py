@@ -188,4 +188,6 @@ class _PlotHook:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from mxrepro.distributed import fail_fast
+    with fail_fast():
+        sys.exit(main())

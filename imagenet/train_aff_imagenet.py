@@ -152,4 +152,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from mxrepro.distributed import fail_fast
+    with fail_fast():
+        sys.exit(main())

@@ -23,7 +23,8 @@ What it does (gluon-cv's ``train_imagenet.py``/``train_cifar`` recipe, aff.md §
   states (momentum, update count, the schedule) and the best-so-far, and the data order of epoch
   ``e`` depends only on (seed, e), so a resumed run continues exactly;
 * ``hooks``: objects with any of ``make_lr_scheduler(loop, iters_per_epoch)``, ``make_loss(loop)``,
-  ``on_train_begin(loop)``, ``on_epoch_begin(loop, epoch)``, ``on_epoch_end(loop, epoch, record)``
+  ``on_train_begin(loop)``, ``on_epoch_begin(loop, epoch)``, ``on_batch_end(loop, epoch, i)``,
+  ``on_epoch_end(loop, epoch, record)``
   let another recipe change a piece without copying the loop (bL-Net: ``optimizer='nag'``,
   ``lr_mode='cosine'``, ``lr_step_per='epoch'``, ``warmup_epochs=0``, ``no_wd=False`` is pure config).
 
@@ -47,7 +48,8 @@ from gluoncv.utils import LRScheduler, LRSequential
 from .common import atomic_write, create_kvstore, latest_checkpoint, worker_shard
 from .data import seed_everything
 
-__all__ = ["TrainConfig", "TrainLoop", "fit", "make_lr_scheduler", "EpochStepScheduler", "smooth_labels",
+__all__ = ["TrainConfig", "TrainLoop", "fit", "make_lr_scheduler", "EpochStepScheduler", "IterationScheduler",
+           "smooth_labels",
            "add_train_args", "config_from_args", "contexts_from_args", "parse_epochs",
            "mixup_labels", "check_dtype", "make_initializer", "make_kvstore"]
 
@@ -143,6 +145,19 @@ class EpochStepScheduler(mx.lr_scheduler.LRScheduler):
         return self.inner(max(0, int(num_update) - 1) // self.iters_per_epoch)
 
 
+class IterationScheduler(mx.lr_scheduler.LRScheduler):
+    """MXNet calls a scheduler with the 1-based update count; gluon-cv's schedules are written for the
+    0-based iteration index. ``lr(update n) = inner(n - 1)``: the first update uses the warmup's start
+    value and a step decay at epoch e applies from the first iteration of epoch e exactly."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def __call__(self, num_update):
+        return self.inner(max(0, int(num_update) - 1))
+
+
 def make_lr_scheduler(cfg, iters_per_epoch):
     """gluon-cv schedule for ``cfg``: [linear warmup] + main mode, per iteration or per epoch."""
     per_epoch = cfg.lr_step_per == "epoch"
@@ -159,7 +174,7 @@ def make_lr_scheduler(cfg, iters_per_epoch):
         decay_at = [float(e) for e in cfg.lr_decay_epoch]
     # absolute epoch -> epochs after the warmup, where the main scheduler's count starts
     steps = [e - cfg.lr_decay_shift - warm for e in decay_at]
-    if cfg.lr_mode == "step" and any(s <= 0 for s in steps):
+    if cfg.lr_mode == "step" and not cfg.lr_decay_shift and any(s <= 0 for s in steps):
         raise ValueError("step decay epochs %s must come after the %d warmup epochs" % (decay_at, warm))
     scheds = []
     if warm > 0:
@@ -171,7 +186,7 @@ def make_lr_scheduler(cfg, iters_per_epoch):
                               step_iter=[int(round(s * unit)) for s in steps], step_factor=cfg.lr_decay,
                               power=cfg.poly_power))
     sched = LRSequential(scheds)
-    return EpochStepScheduler(sched, iters_per_epoch) if per_epoch else sched
+    return EpochStepScheduler(sched, iters_per_epoch) if per_epoch else IterationScheduler(sched)
 
 
 def smooth_labels(label, classes, eta=0.1):
@@ -190,7 +205,8 @@ def make_kvstore(kv_store):
     """A KVStore object for distributed types (needs the launcher), else the type string (Gluon then
     skips the kvstore on a single device)."""
     if kv_store.startswith("dist") or kv_store == "horovod":
-        return create_kvstore(kv_store)
+        from .distributed import guard_worker  # a crashed worker must not hang the others
+        return guard_worker(create_kvstore(kv_store))
     return kv_store
 
 
@@ -264,7 +280,9 @@ class TrainLoop:
         if cfg.dtype != "float32":
             net.cast(cfg.dtype)
         if cfg.hybridize:
-            net.hybridize(static_alloc=True, static_shape=True)
+            # static_shape=False: the validation batch size differs, and re-planning static shapes made
+            # runs diverge at the 1e-4 level (run-to-run), which breaks bit-for-bit resume checks
+            net.hybridize(static_alloc=True)
         if cfg.no_wd:
             for p in net.collect_params(".*beta|.*gamma|.*bias").values():
                 p.wd_mult = 0.0
@@ -280,6 +298,9 @@ class TrainLoop:
         start_update = self.begin_epoch * self.iters_per_epoch
         if states:
             self.trainer.load_states(states)
+            # momentum and the update count come from the states; the schedule from this config, so a
+            # resumed run with a changed --num-epochs follows the new schedule (identical otherwise)
+            self.trainer._optimizer.lr_scheduler = sched
             log.info("resumed trainer states from %s (update %d)", states, self.trainer._optimizer.num_update)
         elif self.begin_epoch:
             log.warning("no trainer states for epoch %d: momentum restarts, the schedule continues", self.begin_epoch)
@@ -334,6 +355,7 @@ class TrainLoop:
                 losses = [self.loss_fn(o, t) for o, t in zip(outputs, targets)]
             autograd.backward(losses)
             trainer.step(n * step_scale)
+            self._hook("on_batch_end", epoch, i)
             total_loss += sum(l.sum().asscalar() for l in losses)
             acc.update(hard, [o.astype("float32") for o in outputs])
             seen += n

@@ -279,8 +279,8 @@ def get_fusion(name, channels, r=4, **kwargs):
 # Networks (aff.md §2). ImageNet: fusion in stages >= 3, r=16, paper-era v1b layout. CIFAR: all stages;
 # r=4 in the pre-activation ResNet, r=16 in the ResNeXt.
 # ------------------------------------------------------------------------------------------------
-def _imagenet(kind, depth, fusion, **kwargs):
-    kwargs.setdefault("fusion", fusion)
+def _imagenet(kind, depth, default_fusion, **kwargs):
+    kwargs.setdefault("fusion", default_fusion)
     kwargs.setdefault("fusion_r", 16)
     kwargs.setdefault("start_layer", 3)
     if kind == "resnet":
@@ -288,17 +288,17 @@ def _imagenet(kind, depth, fusion, **kwargs):
     return imagenet_resnext(depth, **kwargs)
 
 
-def _cifar_resnet(fusion, blocks=5, channel_times=4, pretrained=False, **kwargs):
+def _cifar_resnet(default_fusion, blocks=5, channel_times=4, pretrained=False, **kwargs):
     if pretrained:
         raise ValueError("no pretrained weights ship with this project")
-    kwargs.setdefault("fusion", fusion)
+    kwargs.setdefault("fusion", default_fusion)
     kwargs.setdefault("fusion_r", 4)
     kwargs.setdefault("start_layer", 1)
     return CIFARPreActResNet(blocks=blocks, channel_times=channel_times, **kwargs)
 
 
-def _cifar_resnext(fusion, depth, **kwargs):
-    kwargs.setdefault("fusion", fusion)
+def _cifar_resnext(default_fusion, depth, **kwargs):
+    kwargs.setdefault("fusion", default_fusion)
     kwargs.setdefault("fusion_r", 16)
     kwargs.setdefault("start_layer", 1)
     return cifar_resnext(depth, **kwargs)
