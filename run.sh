@@ -54,6 +54,13 @@ cmd_setup() {
     "$PY" -m pip install -q --disable-pip-version-check -r requirements-dev.txt
     echo "$want" > "$stamp"
   fi
+  # cuRAND headers for the CUDA build of operators/ (lib_api.h includes them under nvcc)
+  if command -v nvcc >/dev/null 2>&1 && ! "$PY" -c "import nvidia.cu13" >/dev/null 2>&1 \
+     && ! "$PY" -m pip show -q nvidia-curand >/dev/null 2>&1; then
+    log "nvcc found: installing cuRAND headers (nvidia-curand) for the CUDA build"
+    "$PY" -m pip install -q --disable-pip-version-check --no-deps nvidia-curand==10.4.0.35 \
+      || log "WARNING: could not install nvidia-curand; 'make -C operators gpu' needs cuRAND headers"
+  fi
   install_system_deps
   log "building the FB operator library"
   "$PY" -c "import mxrepro.ops as o; print('FB operator library: %s (sgemm: %s)' % (o._loaded_path, o.gemm_backend()))"
