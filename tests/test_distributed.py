@@ -23,8 +23,8 @@ WORKER = os.path.join(ROOT, "tests", "dist_worker.py")
 STEPS, BATCH, WORKERS = 3, 4, 2
 
 
-def run_job(family, out_dir, timeout=150):
-    cmd = [sys.executable, LAUNCH, "-n", str(WORKERS), "-s", "1", "--loopback", "--timeout", "120",
+def run_job(family, out_dir, timeout=360):
+    cmd = [sys.executable, LAUNCH, "-n", str(WORKERS), "-s", "1", "--loopback", "--timeout", "300",
            sys.executable, WORKER, "--family", family, "--steps", str(STEPS), "--batch", str(BATCH),
            "--out-dir", str(out_dir)]
     t0 = time.time()
@@ -98,7 +98,7 @@ def test_gluon_script_dist_sync(toy_rec, tmp_path):
                        str(toy_rec), "--use-rec", "--num-classes", "4", "--model", "resnet", "--blocks", "1",
                        "--channel-times", "1", "--batch-size", "8", "--num-epochs", "2", "--log-interval", "1",
                        "--lr", "0.05", "--kv-store", "dist_sync", "--save-dir", "", "-j", "0", "--seed", "1"],
-                      tmp_path, 240)
+                      tmp_path, 400)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert "Exception ignored" not in r.stdout
     for w in (0, 1):

@@ -82,7 +82,7 @@ def no_leftovers(tag, wait=5.0):
     return tagged_pids(tag)
 
 
-def launch(args, tag, timeout=120, env=None):
+def launch(args, tag, timeout=360, env=None):
     cmd = [PY, LAUNCH, "--env", "MXREPRO_TEST_TAG:%s" % tag] + args
     t0 = time.time()
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout,
@@ -103,7 +103,7 @@ def worker_script(tmp_path):
 def test_loopback_dist_sync_push_pull(worker_script):
     """2 workers + 1 server + scheduler: each pushes rank+1, both pull 1+2 = 3."""
     tag = uuid.uuid4().hex
-    rc, out, err, _ = launch(["-n", "2", "-s", "1", "--loopback", "--timeout", "90",
+    rc, out, err, _ = launch(["-n", "2", "-s", "1", "--loopback", "--timeout", "300",
                               PY, worker_script, DIST_PY, "ok"], tag)
     assert rc == 0, "launcher failed:\n%s\n%s" % (out[-3000:], err[-3000:])
     results = [l for l in out.splitlines() if "RESULT" in l]
@@ -124,10 +124,11 @@ def test_failing_worker_stops_the_job(worker_script):
     """Worker 1 exits 3 while worker 0 waits for it in dist_sync: the launcher stops everything at
     once, names the worker, its exit code and its last output, and exits 3."""
     tag = uuid.uuid4().hex
-    rc, out, err, elapsed = launch(["-n", "2", "-s", "1", "--loopback", "--timeout", "120",
+    rc, out, err, elapsed = launch(["-n", "2", "-s", "1", "--loopback", "--timeout", "300",
                                     PY, worker_script, DIST_PY, "fail"], tag)
     assert rc == 3, (rc, out[-2000:], err[-2000:])
-    assert elapsed < 60, "took %.0f s: the failure was not acted on before the time limit" % elapsed
+    # a few seconds on an idle machine; the bound leaves room for a loaded CI box
+    assert elapsed < 120, "took %.0f s: the failure was not acted on before the time limit" % elapsed
     assert "job FAILED: worker 1" in err and "exited with code 3" in err, err
     assert "worker 1 gives up" in err.split("exited with code 3", 1)[1], err   # the tail is shown
     assert "stopping" in err and "scheduler" in err and "server 0" in err
@@ -140,10 +141,10 @@ def test_server_that_cannot_load_the_optimizer_stops_the_job(worker_script):
     that output as fatal. A scheduler class defined in the worker's __main__ cannot be imported
     on a server, so this job must fail, quickly and with the server's traceback."""
     tag = uuid.uuid4().hex
-    rc, out, err, elapsed = launch(["-n", "2", "-s", "1", "--loopback", "--timeout", "120",
+    rc, out, err, elapsed = launch(["-n", "2", "-s", "1", "--loopback", "--timeout", "300",
                                     PY, worker_script, DIST_PY, "badopt"], tag)
     assert rc == 1, (rc, out[-2000:], err[-2000:])
-    assert elapsed < 60, elapsed
+    assert elapsed < 120, elapsed
     assert "job FAILED: server 0 raised while handling a command from the workers" in err, err
     assert "MainOnlySchedule" in err                       # the server's traceback is in the report
     assert no_leftovers(tag) == []
@@ -156,7 +157,7 @@ def test_hanging_worker_is_killed_at_the_timeout(worker_script):
     rc, out, err, elapsed = launch(["-n", "2", "-s", "1", "--loopback", "--timeout", str(limit),
                                     "--term-grace", "1", PY, worker_script, DIST_PY, "hang"], tag)
     assert rc == 124, (rc, err)
-    assert limit <= elapsed < limit + 20, elapsed
+    assert limit <= elapsed < limit + 40, elapsed
     assert "time limit of 6 s reached" in err
     assert "worker 0 still running at the time limit" in err and "worker 0 hangs" in err
     assert "ignored SIGTERM" in err and "worker 0" in err.split("ignored SIGTERM")[0].splitlines()[-1]
@@ -198,7 +199,7 @@ def test_ssh_mode_with_stand_in_client(tmp_path):
     rc, out, err, elapsed = launch(
         ["-n", "2", "-s", "1", "-H", str(hosts), "--host-ip", "127.0.0.1", "--ssh", str(ssh),
          "--server-command", sleeper, "--grace", "1", "--env-worker", "OMP_NUM_THREADS:1",
-         "--timeout", "60", PY, str(script)], tag, env={"MXREPRO_TEST_TAG": ""})
+         "--timeout", "60", PY, str(script)], tag)
     assert rc == 0, (out, err)
     envs = sorted(l for l in out.splitlines() if " ENV " in l)
     assert len(envs) == 2, out
