@@ -29,7 +29,6 @@ the same time lower every number, the distributed ones most.
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
