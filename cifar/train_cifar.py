@@ -19,4 +19,6 @@ import mxrepro  # noqa: E402,F401  (sets OMP_NUM_THREADS and loads the FB operat
 from mxrepro.fbn_train import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main("cifar"))
+    from mxrepro.distributed import fail_fast  # a crashed worker ends the job instead of hanging
+    with fail_fast():
+        sys.exit(main("cifar"))

@@ -270,4 +270,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from mxrepro.distributed import fail_fast  # a crashed worker ends the job instead of hanging
+    with fail_fast():
+        sys.exit(main())

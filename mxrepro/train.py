@@ -294,7 +294,11 @@ class TrainLoop:
         if cfg.dtype != "float32":
             opt["multi_precision"] = True
         opt.update(cfg.optimizer_params)
-        self.trainer = gluon.Trainer(net.collect_params(), cfg.optimizer, opt, kvstore=self.kv)
+        # Synchronous distributed training updates in the workers (the servers only sum gradients):
+        # rank 0 can then save the optimizer state, and the schedule steps in every worker.
+        sync_dist = isinstance(self.kv, mx.kv.KVStore) and "dist" in self.kv.type and "_sync" in self.kv.type
+        self.trainer = gluon.Trainer(net.collect_params(), cfg.optimizer, opt, kvstore=self.kv,
+                                     update_on_kvstore=False if sync_dist else None)
         start_update = self.begin_epoch * self.iters_per_epoch
         if states:
             self.trainer.load_states(states)
@@ -342,8 +346,8 @@ class TrainLoop:
             seed_everything(cfg.seed * 7919 + epoch + 1)
         acc = mx.metric.Accuracy()
         total_loss, seen, tic, btic = 0.0, 0, time.time(), time.time()
-        step_scale = self.num_workers if isinstance(self.kv, mx.kv.KVStore) and self.kv.type.startswith("dist_sync") \
-            else 1
+        step_scale = self.num_workers if isinstance(self.kv, mx.kv.KVStore) and "dist" in self.kv.type \
+            and "_sync" in self.kv.type else 1
         for i, (data, label) in enumerate(self.train_data):
             if i >= self.iters_per_epoch:
                 break
