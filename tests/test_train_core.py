@@ -220,3 +220,53 @@ def test_cifar_script_end_to_end(digits_dir, tmp_path):
     assert cfg["initializer"] == "xavier" and cfg["num_classes"] == 10
     log = open(tmp_path / "logs" / ("train_%s.log" % run)).read()
     assert "[Epoch 2] train:" in log and "val: top1=" in log and "resumed trainer states" in log
+
+
+def _imagenet_layout(digits_dir, tmp_path):
+    """The digits as an ImageNet-style folder: train/val .rec/.idx and train/, val/ class folders."""
+    d = tmp_path / "imnet"
+    d.mkdir()
+    for src, dst in (("train", "train"), ("test", "val")):
+        for ext in (".rec", ".idx"):
+            os.symlink(os.path.join(digits_dir, src + ext), str(d / (dst + ext)))
+        if os.path.isdir(os.path.join(digits_dir, "images", src)):
+            os.symlink(os.path.join(digits_dir, "images", src), str(d / dst))
+    return d
+
+
+def test_imagenet_loaders_exact_counts_and_shards(digits_dir, tmp_path):
+    from mxrepro.data import count_records, imagenet_rec_iters
+    d = _imagenet_layout(digits_dir, tmp_path)
+    n_val = count_records(str(d / "val.idx"))
+    kw = {k: str(d / f) for k, f in (("rec_train", "train.rec"), ("rec_train_idx", "train.idx"),
+                                      ("rec_val", "val.rec"), ("rec_val_idx", "val.idx"))}
+    train, val = imagenet_rec_iters(batch_size=64, num_workers=1, input_size=24, num_parts=2, part_index=1, **kw)
+    assert train.num_samples == (count_records(kw["rec_train_idx"]) // 2) // 64 * 64
+    for _ in range(2):  # every epoch, every validation record exactly once despite the padded last batch
+        sizes = [x.shape[0] for x, y in val]
+        assert sum(sizes) == n_val and sizes[-1] == n_val % 64
+    x, y = next(iter(train))
+    assert x.shape == (64, 3, 24, 24) and abs(float(x.mean().asscalar())) < 3
+    if (d / "train").exists():  # image-folder path with the gluon-cv transforms
+        from mxrepro.data import imagenet_folder_datasets, imagenet_transforms
+        tr, va = imagenet_folder_datasets(str(d))
+        assert len(va) == n_val and len(tr.synsets) == 10
+        x, y = next(iter(DatasetLoader(tr, 16, imagenet_transforms(True, 24), train=True)))
+        assert x.shape == (16, 3, 24, 24)
+        x, y = next(iter(DatasetLoader(va, 16, imagenet_transforms(False, 24), train=False)))
+        assert x.shape == (16, 3, 24, 24)
+
+
+def test_imagenet_script_end_to_end(digits_dir, tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "imagenet"))
+    import train_aff_imagenet
+    d = _imagenet_layout(digits_dir, tmp_path)
+    argv = ["--askc-type", "ASKCFuse", "--mixup", "--label-smoothing", "--no-wd", "--last-gamma", "--use-rec",
+            "--data-dir", str(d), "--num-classes", "10", "--input-size", "32", "--batch-size", "8", "--gpus", "",
+            "--num-epochs", "2", "--warmup-epochs", "1", "--max-batches", "2", "-j", "1", "--save-dir",
+            str(tmp_path / "p"), "--logging-file", str(tmp_path / "im.log"), "--save-frequency", "1"]
+    assert train_aff_imagenet.main(argv) == 0
+    with open(tmp_path / "p" / "imagenet-aff_resnet50-s3-0002.json") as f:
+        meta = json.load(f)
+    assert [h["epoch"] for h in meta["history"]] == [1, 2] and meta["config"]["initializer"] == "msra"
+    assert "err-top5=" in open(tmp_path / "im.log").read()
