@@ -20,8 +20,11 @@ What it does (gluon-cv's ``train_imagenet.py``/``train_cifar`` recipe, aff.md §
 * top-1/top-5 on the validation set every epoch; checkpoints ``<prefix>-NNNN.params/.states/.json``
   every ``save_frequency`` epochs (NNNN = epochs done) and ``<prefix>-best.*`` on improvement, all
   written atomically, rank 0 only; ``resume_epoch`` (or ``auto_resume``) restores parameters, trainer
-  states (momentum, update count, the schedule) and the best-so-far, and the data order of epoch
-  ``e`` depends only on (seed, e), so a resumed run continues exactly;
+  states (momentum, update count) and the best-so-far and rebuilds the schedule from the config at
+  that update count; the data order and the random draws of epoch ``e`` depend only on (seed, e), so
+  a resumed run continues exactly (bit-identical with SGD; MXNet's CPU ``nag_mom_update`` is itself
+  not run-to-run deterministic under the threaded engine);
+* ``init_params``: start from given weights with a fresh schedule (the reference's ``--resume-from``);
 * ``hooks``: objects with any of ``make_lr_scheduler(loop, iters_per_epoch)``, ``make_loss(loop)``,
   ``on_train_begin(loop)``, ``on_epoch_begin(loop, epoch)``, ``on_batch_end(loop, epoch, i)``,
   ``on_epoch_end(loop, epoch, record)``
