@@ -553,6 +553,16 @@ class Supervisor(object):
             msg += " (it printed nothing)"
         self._say(msg)
 
+    def _callback_failure(self, job, tail):
+        self._report(job, tail, "failed to execute a command from the workers")
+        self.stop("%s cannot run the workers' command" % job.name)
+        self._say("job FAILED: %s raised while handling a command from the workers (usually "
+                  "set_optimizer: the pickled optimizer or LR scheduler cannot be imported "
+                  "there). Without it the server would store the summed gradients as the "
+                  "weights. Make the class importable on the servers (a module on the path, "
+                  "not __main__) or pass --server-command." % job.name)
+        return 1
+
     def run(self, timeout=None, grace=30.0):
         """Supervise until the workers are done, one fails, or ``timeout`` seconds pass."""
         deadline = self.t0 + timeout if timeout else None
@@ -584,15 +594,7 @@ class Supervisor(object):
                         ending = (j, time.time())
                 bad = [(j, tl) for j, _, tl in others if j.callback_error and time.time() - j.callback_error > 1.0]
                 if bad:
-                    j, tl = bad[0]
-                    self._report(j, tl, "failed to execute a command from the workers")
-                    self.stop("%s cannot run the workers' command" % j.name)
-                    self._say("job FAILED: %s raised while handling a command from the workers (usually "
-                              "set_optimizer: the pickled optimizer or LR scheduler cannot be imported "
-                              "there). Without it the server would store the summed gradients as the "
-                              "weights. Make the class importable on the servers (a module on the path, "
-                              "not __main__) or pass --server-command." % j.name)
-                    return 1
+                    return self._callback_failure(*bad[0])
                 if ending and time.time() - ending[1] > grace:
                     late = [j for j, p, _ in workers if p.poll() is None]
                     for j, p, tl in workers:
@@ -634,6 +636,11 @@ class Supervisor(object):
             self._say("workers finished but %s did not exit within %.0f s; stopping them"
                       % (", ".join(left), grace))
         self.stop()
+        # a short job can end before the server's "Exception ignored" line was acted on above: the
+        # readers are joined now, so every line of the servers' output has been seen.
+        bad = [(j, tl) for j, _, tl in others if j.callback_error]
+        if bad:
+            return self._callback_failure(*bad[0])
         bad = [(j.name, exit_status(p.returncode)) for j, p, _ in others
                if j.name not in left and p.returncode not in (0, None)]
         if bad:
