@@ -48,13 +48,34 @@ struct Geom {
 enum GradMode { kGradExact = 0, kGradReference = 1 };
 
 // ---------------------------------------------------------------- CPU (fbop_cpu.cc)
-// Scratch kept between calls (so large buffers are not re-faulted every iteration) and, for
-// FMConvolution3 (`cache_t`), the forward's X and T reused by the backward.
+// Uninitialised, 64-byte aligned float scratch. Memory comes from and goes back to a small
+// process-wide pool: imperative calls (mx.nd, Gluon without static_alloc) create a new operator
+// state per call, and allocating (zeroing, page-faulting) ~100 MB each time cost as much as the
+// GEMMs. The pool keeps at most a few idle buffers.
+class Scratch {
+ public:
+  Scratch() = default;
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  ~Scratch() { release(); }
+  size_t size() const { return cap_; }
+  float* data() const { return p_; }
+  // At least n floats; contents are kept only when keep is true (then a copy if it must grow).
+  float* ensure(size_t n, bool keep);
+  void release();  // back to the pool
+
+ private:
+  float* p_ = nullptr;
+  size_t cap_ = 0;
+};
+
+// Scratch kept between calls and, for FMConvolution3 (`cache_t`), the forward's X and T reused by
+// the backward.
 struct CpuState {
   bool cache_t = false;        // FMConvolution3: always whole batch in one chunk, keep T
   size_t budget_bytes = 512u << 20;  // FMConvolution1: scratch budget (the `workspace` attribute);
                                      // whole-batch caching only while it fits, else chunks
-  std::vector<float> buf;      // scratch (and cache) storage
+  Scratch buf;                 // scratch (and cache) storage
   bool cache_valid = false;    // X and T of the last forward are in buf
   const float* cache_x = nullptr;  // identity of the cached input (sanity check)
   size_t peak_bytes = 0;       // largest scratch used by one call (reported by the benchmark)

@@ -8,7 +8,12 @@
 #include "fbop.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <new>
+#include <vector>
 #include <omp.h>
 
 #ifdef FBOP_USE_DNNL
@@ -45,7 +50,75 @@ void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const
 #endif
 }
 
+// ---------------------------------------------------------------- scratch pool
 namespace {
+std::mutex g_pool_mu;
+std::vector<std::pair<float*, size_t>> g_pool;  // idle buffers (pointer, floats)
+constexpr size_t kPoolMax = 2;
+
+float* raw_alloc(size_t n) {
+  void* p = std::aligned_alloc(64, ((n * sizeof(float) + 63) / 64) * 64);
+  if (!p) throw std::bad_alloc();
+  return static_cast<float*>(p);
+}
+}  // namespace
+
+float* Scratch::ensure(size_t n, bool keep) {
+  if (n <= cap_) return p_;
+  float* q = nullptr;
+  size_t qcap = 0;
+  {
+    std::lock_guard<std::mutex> lk(g_pool_mu);
+    size_t best = g_pool.size();
+    for (size_t i = 0; i < g_pool.size(); ++i)  // the smallest idle buffer that is big enough
+      if (g_pool[i].second >= n && (best == g_pool.size() || g_pool[i].second < g_pool[best].second))
+        best = i;
+    if (best < g_pool.size()) {
+      q = g_pool[best].first;
+      qcap = g_pool[best].second;
+      g_pool.erase(g_pool.begin() + best);
+    }
+  }
+  if (!q) {
+    q = raw_alloc(n);
+    qcap = n;
+  }
+  if (keep && p_) std::memcpy(q, p_, cap_ * sizeof(float));
+  release();
+  p_ = q;
+  cap_ = qcap;
+  return p_;
+}
+
+void Scratch::release() {
+  if (!p_) return;
+  std::lock_guard<std::mutex> lk(g_pool_mu);
+  g_pool.emplace_back(p_, cap_);
+  p_ = nullptr;
+  cap_ = 0;
+  if (g_pool.size() > kPoolMax) {  // drop the smallest idle buffer
+    size_t small = 0;
+    for (size_t i = 1; i < g_pool.size(); ++i)
+      if (g_pool[i].second < g_pool[small].second) small = i;
+    std::free(g_pool[small].first);
+    g_pool.erase(g_pool.begin() + small);
+  }
+}
+
+namespace {
+
+// FBOP_PROFILE=1: per-stage wall times of each call on stderr (for tuning; off by default).
+struct Prof {
+  bool on;
+  double t;
+  Prof() : on(std::getenv("FBOP_PROFILE") != nullptr), t(on ? omp_get_wtime() : 0.0) {}
+  void lap(const char* what) {
+    if (!on) return;
+    double now = omp_get_wtime();
+    std::fprintf(stderr, "  %-14s %8.2f ms\n", what, 1000.0 * (now - t));
+    t = now;
+  }
+};
 
 // X[(b,oh,ow), (c,i,j)] for images [b0, b0+nb).
 void im2col(const Geom& g, const float* x, int b0, int nb, float* X) {
@@ -144,11 +217,13 @@ struct Plan {
   int jb;  // outputs per block
 };
 
+// Scratch floats of one call: X | X2 | T block | D block | Cs block, and in the backward also
+// G | dX | GC | E | Cs of all outputs. The forward of a whole-batch call reserves the backward's
+// size at once (X and T stay in place for it).
 size_t chunk_floats(const Geom& g, int64_t nb, int64_t jb, bool backward) {
-  const int64_t S = nb * g.P(), K = g.K();
-  // X, X2, T block, G / D block, and (backward) dX and G*Cs
-  int64_t f = S * K * 2 + S * jb * g.F + S * g.N + jb * K;
-  if (backward) f += S * K * 2 + int64_t(g.N) * K;
+  const int64_t S = nb * g.P(), K = g.K(), N = g.N;
+  int64_t f = S * K * 2 + S * jb * g.F + S * jb + jb * K;
+  if (backward) f += S * N + S * K * 2 + N * K * 2;
   return size_t(f);
 }
 
@@ -180,15 +255,12 @@ bool use_whole(const Geom& g, const CpuState* st) {
   return st->cache_t || chunk_floats(g, g.B, g.N, true) * sizeof(float) <= st->budget_bytes;
 }
 
-float* reserve(CpuState* st, size_t floats) {
-  if (st->buf.size() < floats) {
-    st->buf.clear();
-    st->buf.shrink_to_fit();
-    st->buf.resize(floats);
-  }
+float* reserve(CpuState* st, size_t floats, bool keep = false) {
   st->peak_bytes = std::max(st->peak_bytes, floats * sizeof(float));
-  return st->buf.data();
+  return st->buf.ensure(floats, keep);
 }
+
+size_t backward_floats(const Geom& g, const Plan& pl) { return chunk_floats(g, pl.nb, pl.jb, true); }
 
 // T block (S, jb*F) = X (S,K) . V[j0*F .. (j0+jb)*F)^T
 void compute_t(const Geom& g, const float* X, const float* v, int64_t S, int j0, int jb, float* T) {
@@ -200,26 +272,32 @@ void compute_t(const Geom& g, const float* X, const float* v, int64_t S, int j0,
 
 void cpu_forward(const Geom& g, const float* x, const float* v, const float* bias,
                  const float* scale, float* y, CpuState* st) {
+  Prof pr;
   const bool whole = use_whole(g, st);
   const Plan pl = make_plan(g, st->budget_bytes, whole);
   const int64_t K = g.K(), P = g.P(), N = g.N, F = g.F;
   const int64_t Smax = int64_t(pl.nb) * P;
   // buffer layout: X | X2 | T | D | Cs
   const size_t nX = Smax * K, nT = Smax * pl.jb * F, nD = Smax * pl.jb, nC = int64_t(pl.jb) * K;
-  float* base = reserve(st, nX * 2 + nT + nD + nC);
+  // when X and T stay for the backward, take the backward's room now (no copy to grow later)
+  float* base = reserve(st, whole ? backward_floats(g, pl) : nX * 2 + nT + nD + nC);
   float *X = base, *X2 = X + nX, *T = X2 + nX, *D = T + nT, *Cs = D + nD;
   st->cache_valid = false;
+  pr.lap("fwd-reserve");
   for (int b0 = 0; b0 < g.B; b0 += pl.nb) {
     const int nb = std::min(pl.nb, g.B - b0);
     const int64_t S = int64_t(nb) * P;
     im2col(g, x, b0, nb, X);
     square(X, X2, S * K);
+    pr.lap("im2col+sq");
     for (int j0 = 0; j0 < g.N; j0 += pl.jb) {
       const int jb = std::min<int>(pl.jb, g.N - j0);
       const int64_t nf = int64_t(jb) * F;
       compute_t(g, X, v, S, j0, jb, T);
+      pr.lap("gemm T");
       column_norms(g, v, scale, j0, jb, Cs);
       sgemm(false, true, S, jb, K, 1.f, X2, K, Cs, K, 0.f, D, jb);
+      pr.lap("Cs + gemm D");
 #pragma omp parallel for schedule(static)
       for (int64_t s = 0; s < S; ++s) {
         const int64_t b = s / P, p = s % P;
@@ -235,6 +313,7 @@ void cpu_forward(const Geom& g, const float* x, const float* v, const float* bia
           out[int64_t(j0 + j) * P] = acc;
         }
       }
+      pr.lap("reduce T");
     }
   }
   if (whole) {  // X and T of the whole batch stay in buf for the backward
@@ -245,6 +324,7 @@ void cpu_forward(const Geom& g, const float* x, const float* v, const float* bia
 
 void cpu_backward(const Geom& g, int grad_mode, const float* gy, const float* x, const float* v,
                   const float* scale, float* gx, float* gv, float* gbias, CpuState* st) {
+  Prof pr;
   const bool whole = use_whole(g, st);
   const Plan pl = make_plan(g, st->budget_bytes, whole);
   const int64_t K = g.K(), P = g.P(), N = g.N, F = g.F, NF = g.NF();
@@ -253,18 +333,11 @@ void cpu_backward(const Geom& g, int grad_mode, const float* gy, const float* x,
   // buffer layout (forward-compatible prefix): X | X2 | T | D(unused) | Cs | G | dX | GC | E
   const size_t nX = Smax * K, nT = Smax * pl.jb * F, nD = Smax * pl.jb, nC = int64_t(pl.jb) * K;
   const size_t nG = Smax * N, nE = size_t(N) * K;
-  const size_t total = nX * 2 + nT + nD + nC + nG + nX * 2 + nE + N * K;
-  float* base;
-  if (cached) {  // keep the cached prefix: grow without losing X and T
-    if (st->buf.size() < total) st->buf.resize(total);
-    st->peak_bytes = std::max(st->peak_bytes, total * sizeof(float));
-    base = st->buf.data();
-  } else {
-    base = reserve(st, total);
-  }
+  float* base = reserve(st, backward_floats(g, pl), cached);  // cached: keep X and T
   float *X = base, *X2 = X + nX, *T = X2 + nX, *D = T + nT, *Cs = D + nD, *G = Cs + nC;
   float *dX = G + nG, *GC = dX + nX, *E = GC + nX, *Csall = E + nE;
   (void)D;
+  pr.lap("bwd-reserve");
   column_norms(g, v, scale, 0, g.N, Csall);
   if (gbias) std::fill(gbias, gbias + N, 0.f);
   for (int b0 = 0; b0 < g.B; b0 += pl.nb) {
@@ -283,8 +356,10 @@ void cpu_backward(const Geom& g, int grad_mode, const float* gy, const float* x,
       for (int64_t s = 0; s < S; ++s)
         for (int64_t j = 0; j < N; ++j) gbias[j] += G[s * N + j];
     }
+    pr.lap("sq+G+gbias");
     const float beta = b0 == 0 ? 0.f : 1.f;
     if (gv) sgemm(true, false, N, K, S, 1.f, G, N, X2, K, beta, E, K);  // E += G^T X2
+    pr.lap("gemm E");
     for (int j0 = 0; j0 < g.N; j0 += pl.jb) {
       const int jb = std::min<int>(pl.jb, g.N - j0);
       const int64_t nf = int64_t(jb) * F;
@@ -300,13 +375,17 @@ void cpu_backward(const Geom& g, int grad_mode, const float* gy, const float* x,
           for (int64_t f = 0; f < F; ++f) tj[f] *= gj * scale[f];
         }
       }
+      pr.lap("dT scale");
       const float* vb = v + int64_t(j0) * F * K;
       if (gv) sgemm(true, false, nf, K, S, 1.f, T, nf, X, K, beta, gv + int64_t(j0) * F * K, K);
+      pr.lap("gemm dV");
       if (gx) sgemm(false, false, S, K, nf, 1.f, T, nf, vb, K, j0 == 0 ? 0.f : 1.f, dX, K);
+      pr.lap("gemm dX");
     }
     if (cached) st->cache_valid = false;  // T was overwritten by dT
     if (gx) {
       sgemm(false, false, S, K, N, 1.f, G, N, Csall, K, 0.f, GC, K);  // G Cs
+      pr.lap("gemm GC");
       const int64_t n = S * K;
       if (grad_mode == kGradReference) {
 #pragma omp parallel for simd schedule(static)
@@ -316,6 +395,7 @@ void cpu_backward(const Geom& g, int grad_mode, const float* gy, const float* x,
         for (int64_t i = 0; i < n; ++i) dX[i] -= 2.f * X[i] * GC[i];
       }
       col2im(g, dX, b0, nb, gx);
+      pr.lap("dX fix+col2im");
     }
   }
   if (gv) {  // diagonal term: dV[jf,k] -= 2 s_f V[jf,k] E[j,k]
@@ -329,6 +409,7 @@ void cpu_backward(const Geom& g, int grad_mode, const float* gy, const float* x,
       for (int64_t k = 0; k < K; ++k) out[k] -= s2 * vr[k] * e[k];
     }
   }
+  pr.lap("dV diag");
 }
 
 }  // namespace fbop

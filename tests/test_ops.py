@@ -138,6 +138,34 @@ def test_fmconv1_chunking_matches_fmconv3():
     assert ops.last_peak_bytes() > 1 << 20   # the batched variant ignores the budget (documented)
 
 
+@pytest.mark.parametrize("op", OPS)
+def test_several_live_states_keep_their_own_scratch(op):
+    """Scratch memory is pooled across operator states (fbop_cpu.cc): three calls of different
+    sizes recorded before any backward (FMConvolution3 keeps X and T in its scratch until then),
+    then more calls between the backward passes, must each still get their own exact gradients."""
+    rng = np.random.RandomState(11)
+    probs = [rand_problem(rng, B=B, C=C, H=5, W=4, N=3, F=2) for B, C in ((2, 4), (4, 6), (3, 4))]
+    arrays, ys = [], []
+    with autograd.record():
+        for x, w, b in probs:
+            X, Wt, Bt = (mx.nd.array(a) for a in (x, w, b))
+            for a in (X, Wt, Bt):
+                a.attach_grad()
+            arrays.append((X, Wt, Bt))
+            ys.append(getattr(mx.nd, op)(data=X, weight=Wt, bias=Bt, num_filter=3, num_factor=2,
+                                         kernel=(1, 1), p=0))
+    for i in (2, 0, 1):                           # backward in another order, with calls between
+        x, w, b = probs[i]
+        gy = rng.normal(0, 1, ys[i].shape)
+        getattr(mx.nd, op)(data=mx.nd.array(rng.uniform(-1, 1, (6, 5, 7, 7))),
+                           weight=mx.nd.array(rng.normal(0, 1, (4, 3, 5, 1, 1))), no_bias=True,
+                           num_filter=4, num_factor=3, kernel=(1, 1), p=0).wait_to_read()
+        ys[i].backward(mx.nd.array(gy))
+        assert relerr(ys[i].asnumpy(), fbref.forward(x, w, b)) < 1e-5
+        for got, want in zip(arrays[i], fbref.backward(x, w, gy)):
+            assert relerr(got.grad.asnumpy(), want) < 1e-5
+
+
 # ------------------------------------------------------------------ API surfaces
 def _seed_problem():
     rng = np.random.RandomState(11)
