@@ -61,7 +61,7 @@ class ContextBranch(HybridBlock):
 
     def hybrid_forward(self, F, z):
         if self.global_pool:
-            z = F.Pooling(z, kernel=(1, 1), global_pool=True, pool_type="avg")
+            z = F.mean(z, axis=(2, 3), keepdims=True)
         return self.body(z)
 
 
@@ -88,7 +88,7 @@ class MSCAMWeights(HybridBlock):
         for b in self.branches:
             y = b(z)
             out = y if out is None else F.broadcast_add(out, y)
-        return F.sigmoid(out)
+        return F.Activation(out, act_type="sigmoid")
 
 
 def _mul(F, a, w):

@@ -91,7 +91,7 @@ class SEModule(HybridBlock):
 
     def hybrid_forward(self, F, x):
         w = F.contrib.AdaptiveAvgPooling2D(x, output_size=1)
-        w = F.sigmoid(self.fc2(F.relu(self.fc1(w))))
+        w = F.Activation(self.fc2(F.Activation(self.fc1(w), act_type="relu")), act_type="sigmoid")
         return F.broadcast_mul(x, w)
 
 
@@ -133,13 +133,13 @@ class ResBlock(HybridBlock):
 
     def hybrid_forward(self, F, x):
         shortcut = self.downsample(x) if self.downsample is not None else x
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = F.relu(self.bn2(self.conv2(out)))
+        out = F.Activation(self.bn1(self.conv1(x)), act_type="relu")
+        out = F.Activation(self.bn2(self.conv2(out)), act_type="relu")
         out = self.bn3(self.conv3(out))
         if self.se is not None:
             out = self.se(out)
         out = self.fuse(out, shortcut) if self.fuse is not None else out + shortcut
-        return F.relu(out) if self.last_relu else out
+        return F.Activation(out, act_type="relu") if self.last_relu else out
 
 
 def _run(in_channels, out_channels, blocks, stride, drop_last_relu, prefix, **block_kw):
@@ -178,11 +178,11 @@ class BLStem(HybridBlock):
 
     def hybrid_forward(self, F, x):
         big = self.big_bn(self.big_conv(x))
-        little = F.relu(self.little_bn1(self.little_conv1(x)))
-        little = F.relu(self.little_bn2(self.little_conv2(little)))
+        little = F.Activation(self.little_bn1(self.little_conv1(x)), act_type="relu")
+        little = F.Activation(self.little_bn2(self.little_conv2(little)), act_type="relu")
         little = self.little_e_bn(self.little_e(little))
-        out = F.relu(big + little)
-        return F.relu(self.bl_bn(self.bl_init(out)))
+        out = F.Activation(big + little, act_type="relu")
+        return F.Activation(self.bl_bn(self.bl_init(out)), act_type="relu")
 
 
 class ResBlockB(HybridBlock):
@@ -241,7 +241,7 @@ class TransitionLayer(HybridBlock):
         little = self.little_e_bn(self.little_e(little))
         big = F.slice_like(F.UpSampling(big, scale=2, sample_type="nearest", num_args=1), little, axes=(2, 3))
         out = self.merge(big, little) if self.merge is not None else big + little
-        return self.fusion(F.relu(out))
+        return self.fusion(F.Activation(out, act_type="relu"))
 
 
 class BLModule(HybridBlock):

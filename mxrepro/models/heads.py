@@ -51,7 +51,7 @@ class FBHead(HybridBlock):
     def hybrid_forward(self, F, x):
         if self.bn is not None:
             x = self.bn(x)
-        x = F.tanh(x)
+        x = F.Activation(x, act_type="tanh")
         y = self.fb(x) + self.linear(x)
         return F.flatten(F.Pooling(y, kernel=(1, 1), global_pool=True, pool_type="avg"))
 
