@@ -24,7 +24,8 @@ SHAPES = [("CIFAR-100 ResNet-164 head", 128, 256, 8, 100, 20),
           ("ImageNet head", 32, 512, 7, 1000, 50)]
 
 
-def median_ms(fn, repeats, warmup=1):
+def time_ms(fn, repeats, warmup=1, stat=np.median):
+    """`stat` (median by default) of `repeats` timed calls after `warmup` untimed ones, in ms."""
     for _ in range(warmup):
         fn()
     ts = []
@@ -32,18 +33,7 @@ def median_ms(fn, repeats, warmup=1):
         t = time.perf_counter()
         fn()
         ts.append(time.perf_counter() - t)
-    return 1000 * float(np.median(ts))
-
-
-def best_ms(fn, repeats, warmup=2):
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return 1000 * min(ts)
+    return 1000 * float(stat(ts))
 
 
 def gemm_rate(repeats):
@@ -52,8 +42,8 @@ def gemm_rate(repeats):
     n = 2048
     a = mx.nd.random.uniform(shape=(n, n))
     b = mx.nd.random.uniform(shape=(n, n))
-    fc = best_ms(lambda: mx.nd.FullyConnected(a, b, no_bias=True, num_hidden=n).wait_to_read(), repeats)
-    dot = best_ms(lambda: mx.nd.dot(a, b).wait_to_read(), repeats)
+    fc = time_ms(lambda: mx.nd.FullyConnected(a, b, no_bias=True, num_hidden=n).wait_to_read(), repeats, 2, min)
+    dot = time_ms(lambda: mx.nd.dot(a, b).wait_to_read(), repeats, 2, min)
     return 2 * n ** 3 / fc / 1e6, 2 * n ** 3 / dot / 1e6
 
 
@@ -100,7 +90,7 @@ def main(argv=None):
         res = {}
         for name, fn in impls:
             reps = args.repeats if name != "stock-op composite" or N * F < 10000 else max(3, args.repeats // 2)
-            res[name] = median_ms(lambda: step(fn, x, w, b), reps)
+            res[name] = time_ms(lambda: step(fn, x, w, b), reps)
         results.append(((title, B, C, HW, N, F), [name for name, _ in impls], res))
     # the rate again after the operators ran: the better of the two is the bound
     fc2, dot2 = gemm_rate(args.repeats)
