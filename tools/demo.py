@@ -51,7 +51,7 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=10, help="epochs per network")
     ap.add_argument("--res-module-num", type=int, default=2, help="bottleneck modules per stage (18 = ResNet-164)")
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=0.02, help="base LR (on this small set the FB head diverges at 0.05-0.1 in some runs; 0.02 trains both)")
+    ap.add_argument("--lr", type=float, default=0.02, help="base LR (on this small set the FB weights run away at 0.05-0.1 with DropFactor unless the FB layer gets a lower LR, see docs/fbn.md \"Training stability\"; 0.02 trains both)")
     ap.add_argument("--data-dir", default=os.path.join(ROOT, "data", "digits"))
     ap.add_argument("--out", default=os.path.join(ROOT, "demo_out"), help="checkpoints, logs, curves")
     args = ap.parse_args(argv)
