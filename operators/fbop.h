@@ -58,8 +58,6 @@ class Scratch {
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
   ~Scratch() { release(); }
-  size_t size() const { return cap_; }
-  float* data() const { return p_; }
   // At least n floats; contents are kept only when keep is true (then a copy if it must grow).
   float* ensure(size_t n, bool keep);
   void release();  // back to the pool

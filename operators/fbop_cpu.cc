@@ -343,8 +343,10 @@ void cpu_backward(const Geom& g, int grad_mode, const float* gy, const float* x,
   for (int b0 = 0; b0 < g.B; b0 += pl.nb) {
     const int nb = std::min(pl.nb, g.B - b0);
     const int64_t S = int64_t(nb) * P;
-    if (!cached) im2col(g, x, b0, nb, X);
-    square(X, X2, S * K);
+    if (!cached) {  // else X and X2 are still in place from the forward
+      im2col(g, x, b0, nb, X);
+      square(X, X2, S * K);
+    }
     // G (S, N) gathered from gy (B, N, P)
 #pragma omp parallel for schedule(static)
     for (int64_t s = 0; s < S; ++s) {
