@@ -90,7 +90,7 @@ def main(argv=None):
         res = {}
         for name, fn in impls:
             reps = args.repeats if name != "stock-op composite" or N * F < 10000 else max(3, args.repeats // 2)
-            res[name] = time_ms(lambda: step(fn, x, w, b), reps)
+            res[name] = time_ms(lambda: step(fn, x, w, b), reps, warmup=2)
         results.append(((title, B, C, HW, N, F), [name for name, _ in impls], res))
     # the rate again after the operators ran: the better of the two is the bound
     fc2, dot2 = gemm_rate(args.repeats)
