@@ -260,8 +260,6 @@ float* reserve(CpuState* st, size_t floats, bool keep = false) {
   return st->buf.ensure(floats, keep);
 }
 
-size_t backward_floats(const Geom& g, const Plan& pl) { return chunk_floats(g, pl.nb, pl.jb, true); }
-
 // T block (S, jb*F) = X (S,K) . V[j0*F .. (j0+jb)*F)^T
 void compute_t(const Geom& g, const float* X, const float* v, int64_t S, int j0, int jb, float* T) {
   const int64_t K = g.K(), nf = int64_t(jb) * g.F;
@@ -280,7 +278,7 @@ void cpu_forward(const Geom& g, const float* x, const float* v, const float* bia
   // buffer layout: X | X2 | T | D | Cs
   const size_t nX = Smax * K, nT = Smax * pl.jb * F, nD = Smax * pl.jb, nC = int64_t(pl.jb) * K;
   // when X and T stay for the backward, take the backward's room now (no copy to grow later)
-  float* base = reserve(st, whole ? backward_floats(g, pl) : nX * 2 + nT + nD + nC);
+  float* base = reserve(st, chunk_floats(g, pl.nb, pl.jb, /*backward=*/whole));
   float *X = base, *X2 = X + nX, *T = X2 + nX, *D = T + nT, *Cs = D + nD;
   st->cache_valid = false;
   pr.lap("fwd-reserve");
@@ -333,7 +331,7 @@ void cpu_backward(const Geom& g, int grad_mode, const float* gy, const float* x,
   // buffer layout (forward-compatible prefix): X | X2 | T | D(unused) | Cs | G | dX | GC | E
   const size_t nX = Smax * K, nT = Smax * pl.jb * F, nD = Smax * pl.jb, nC = int64_t(pl.jb) * K;
   const size_t nG = Smax * N, nE = size_t(N) * K;
-  float* base = reserve(st, backward_floats(g, pl), cached);  // cached: keep X and T
+  float* base = reserve(st, chunk_floats(g, pl.nb, pl.jb, true), cached);  // cached: keep X and T
   float *X = base, *X2 = X + nX, *T = X2 + nX, *D = T + nT, *Cs = D + nD, *G = Cs + nC;
   float *dX = G + nG, *GC = dX + nX, *E = GC + nX, *Csall = E + nE;
   (void)D;

@@ -24,7 +24,7 @@ SHAPES = [("CIFAR-100 ResNet-164 head", 128, 256, 8, 100, 20),
           ("ImageNet head", 32, 512, 7, 1000, 50)]
 
 
-def time_ms(fn, repeats, warmup=1, stat=np.median):
+def time_ms(fn, repeats, warmup=2, stat=np.median):
     """`stat` (median by default) of `repeats` timed calls after `warmup` untimed ones, in ms."""
     for _ in range(warmup):
         fn()
@@ -42,8 +42,8 @@ def gemm_rate(repeats):
     n = 2048
     a = mx.nd.random.uniform(shape=(n, n))
     b = mx.nd.random.uniform(shape=(n, n))
-    fc = time_ms(lambda: mx.nd.FullyConnected(a, b, no_bias=True, num_hidden=n).wait_to_read(), repeats, 2, min)
-    dot = time_ms(lambda: mx.nd.dot(a, b).wait_to_read(), repeats, 2, min)
+    fc = time_ms(lambda: mx.nd.FullyConnected(a, b, no_bias=True, num_hidden=n).wait_to_read(), repeats, stat=min)
+    dot = time_ms(lambda: mx.nd.dot(a, b).wait_to_read(), repeats, stat=min)
     return 2 * n ** 3 / fc / 1e6, 2 * n ** 3 / dot / 1e6
 
 
@@ -90,7 +90,7 @@ def main(argv=None):
         res = {}
         for name, fn in impls:
             reps = args.repeats if name != "stock-op composite" or N * F < 10000 else max(3, args.repeats // 2)
-            res[name] = time_ms(lambda: step(fn, x, w, b), reps, warmup=2)
+            res[name] = time_ms(lambda: step(fn, x, w, b), reps)
         results.append(((title, B, C, HW, N, F), [name for name, _ in impls], res))
     # the rate again after the operators ran: the better of the two is the bound
     fc2, dot2 = gemm_rate(args.repeats)
