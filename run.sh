@@ -48,10 +48,11 @@ cmd_setup() {
     "$PYTHON_BIN" -m venv "$VENV"
   fi
   local stamp="$VENV/.requirements.sha"
-  local want; want="$(cat requirements.txt requirements-dev.txt | sha1sum | cut -d' ' -f1)"
+  local want; want="$(cat requirements.txt requirements-dev.txt pyproject.toml | sha1sum | cut -d' ' -f1)"
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    log "installing pinned requirements"
+    log "installing pinned requirements and the mxrepro package (editable)"
     "$PY" -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+    "$PY" -m pip install -q --disable-pip-version-check --no-deps -e "$ROOT"
     echo "$want" > "$stamp"
   fi
   # cuRAND headers for the CUDA build of operators/ (lib_api.h includes them under nvcc)
@@ -62,7 +63,7 @@ cmd_setup() {
       || log "WARNING: could not install nvidia-curand; 'make -C operators gpu' needs cuRAND headers"
   fi
   install_system_deps
-  log "building the FB operator library"
+  # builds operators/build/libfbop.so only when it is missing or older than its sources (and says so)
   "$PY" -c "import mxrepro.ops as o; print('FB operator library: %s (sgemm: %s)' % (o._loaded_path, o.gemm_backend()))"
 }
 

@@ -20,7 +20,6 @@ import logging
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import mxrepro  # noqa: E402  (sets OMP_NUM_THREADS before mxnet)
 from mxrepro.common import setup_logging, worker_shard  # noqa: E402
@@ -188,6 +187,6 @@ class _PlotHook:
 
 
 if __name__ == "__main__":
-    from mxrepro.distributed import fail_fast
+    from mxrepro.engine.dist import fail_fast
     with fail_fast():
         sys.exit(main())

@@ -13,12 +13,11 @@ Empty --gpus trains on the CPU. See --help, docs/fbn.md and mxrepro/fbn_train.py
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import mxrepro  # noqa: E402,F401  (sets OMP_NUM_THREADS and loads the FB operator before mxnet)
 from mxrepro.fbn_train import main  # noqa: E402
 
 if __name__ == "__main__":
-    from mxrepro.distributed import fail_fast  # a crashed worker ends the job instead of hanging
+    from mxrepro.engine.dist import fail_fast  # a crashed worker ends the job instead of hanging
     with fail_fast():
         sys.exit(main("cifar"))

@@ -25,7 +25,6 @@ import os
 import re
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import mxrepro  # noqa: E402  (sets OMP_NUM_THREADS before mxnet)
 import cv2  # noqa: E402
@@ -270,6 +269,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from mxrepro.distributed import fail_fast  # a crashed worker ends the job instead of hanging
+    from mxrepro.engine.dist import fail_fast  # a crashed worker ends the job instead of hanging
     with fail_fast():
         sys.exit(main())

@@ -14,12 +14,11 @@ Data: train_256_q90.rec (--aug-level 1) or train_480_q90.rec (2, 3) and val_256_
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import mxrepro  # noqa: E402,F401  (sets OMP_NUM_THREADS and loads the FB operator before mxnet)
 from mxrepro.fbn_train import main  # noqa: E402
 
 if __name__ == "__main__":
-    from mxrepro.distributed import fail_fast  # a crashed worker ends the job instead of hanging
+    from mxrepro.engine.dist import fail_fast  # a crashed worker ends the job instead of hanging
     with fail_fast():
         sys.exit(main("imagenet"))

@@ -21,6 +21,7 @@ import glob
 import os
 import subprocess
 import sys
+import time
 
 import mxnet as mx
 from mxnet.gluon import HybridBlock
@@ -79,10 +80,18 @@ def library_path():
     if mx.runtime.Features().is_enabled("CUDA") and os.path.exists(GPU_LIB) and not _stale(GPU_LIB):
         return GPU_LIB
     if _stale(CPU_LIB):
-        if os.access(OPS_DIR, os.W_OK):
-            build()
-        elif not os.path.exists(CPU_LIB):
-            raise RuntimeError("the FB operator library %s is missing and %s is read-only" % (CPU_LIB, OPS_DIR))
+        if not os.access(OPS_DIR, os.W_OK):
+            if not os.path.exists(CPU_LIB):
+                raise RuntimeError("the FB operator library %s is missing and %s is read-only: run ./run.sh setup "
+                                   "in a writable checkout" % (CPU_LIB, OPS_DIR))
+            return CPU_LIB
+        why = "missing" if not os.path.exists(CPU_LIB) else "older than its sources in operators/"
+        sys.stderr.write("[mxrepro] building the FB operator library (%s is %s) ...\n" % (
+            os.path.relpath(CPU_LIB, ROOT), why))
+        sys.stderr.flush()
+        tic = time.time()
+        build()
+        sys.stderr.write("[mxrepro] built %s in %.0f s\n" % (os.path.relpath(CPU_LIB, ROOT), time.time() - tic))
     return CPU_LIB
 
 

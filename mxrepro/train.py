@@ -208,7 +208,7 @@ def make_kvstore(kv_store):
     """A KVStore object for distributed types (needs the launcher), else the type string (Gluon then
     skips the kvstore on a single device)."""
     if kv_store.startswith("dist") or kv_store == "horovod":
-        from .distributed import guard_worker  # a crashed worker must not hang the others
+        from .engine.dist import guard_worker  # a crashed worker must not hang the others
         return guard_worker(create_kvstore(kv_store))
     return kv_store
 

@@ -16,17 +16,13 @@ import argparse
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
 import numpy as np  # noqa: E402
 
 import mxrepro  # noqa: E402,F401  (threads before mxnet; FB operator for the Module family)
 import mxnet as mx  # noqa: E402
 from mxnet import autograd, gluon  # noqa: E402
 
-from mxrepro import distributed  # noqa: E402
+from mxrepro.engine import dist as distributed  # noqa: E402
 
 CLASSES = 5
 SHAPE = (3, 8, 8)

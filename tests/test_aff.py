@@ -7,12 +7,14 @@ import sys
 import mxnet as mx
 import numpy as np
 import pytest
+from conftest import load_script
 from mxnet import autograd, gluon, nd
 from mxnet.gluon import nn
 
 from mxrepro.flops import count_macs, count_params, macs_of_model
 from mxrepro.models import get_model, list_models, model_info
-from mxrepro.models import aff as A
+from mxrepro.models import aff as AFFN
+from mxrepro.models import fusions as A
 from mxrepro.models.resnet import BottleneckV1b, DataNorm, PreActBlock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -411,10 +413,8 @@ def test_data_norm_updates_statistics_on_cpu():
 # ------------------------------------------------------------------------------------------------
 # Command lines
 # ------------------------------------------------------------------------------------------------
-sys.path.insert(0, os.path.join(ROOT, "cifar"))
-sys.path.insert(0, os.path.join(ROOT, "imagenet"))
-import train_aff_cifar  # noqa: E402
-import train_aff_imagenet  # noqa: E402
+train_aff_cifar = load_script("cifar/train_aff_cifar.py")
+train_aff_imagenet = load_script("imagenet/train_aff_imagenet.py")
 
 SEEDS = [  # (script, argv, expected registry name, expected trainable params, M)
     (train_aff_imagenet, "--askc-type ASKCFuse --mixup --mode hybrid --lr 0.075 --lr-mode cosine --num-epochs 180 "
@@ -453,18 +453,18 @@ def test_seed_command_lines(script, argv, name, params_m, capsys):
 
 
 def test_cli_model_mapping():
-    assert A.imagenet_cli_model("resnet", "DirectAdd") == ("resnet50_v1b", {})
-    assert A.imagenet_cli_model("resnet", "ResGlobGlobCha") == ("aff_resnet50", {"fusion": "global_global"})
-    assert A.imagenet_cli_model("resnext", "ASKCFuse", 101) == ("aff_resnext101_32x4d", {})
-    assert A.imagenet_cli_model("resnet", "ASKCFuse", 152) == ("aff_resnet152", {})
-    assert A.cifar_cli_model("resnet", "ResLocaLocaCha", 3, 4) == ("aff_cifar_resnet", {
+    assert AFFN.imagenet_cli_model("resnet", "DirectAdd") == ("resnet50_v1b", {})
+    assert AFFN.imagenet_cli_model("resnet", "ResGlobGlobCha") == ("aff_resnet50", {"fusion": "global_global"})
+    assert AFFN.imagenet_cli_model("resnext", "ASKCFuse", 101) == ("aff_resnext101_32x4d", {})
+    assert AFFN.imagenet_cli_model("resnet", "ASKCFuse", 152) == ("aff_resnet152", {})
+    assert AFFN.cifar_cli_model("resnet", "ResLocaLocaCha", 3, 4) == ("aff_cifar_resnet", {
         "fusion": "local_local", "blocks": 3, "channel_times": 4})
-    assert A.cifar_cli_model("resnext", "ResGlobLocaforGlobLocaCha", 5, 4) == ("iaff_cifar_resnext47_32x4d", {})
-    assert A.cifar_cli_model("resnext29_32x4d", "DirectAdd") == ("cifar_resnext29_32x4d", {})
+    assert AFFN.cifar_cli_model("resnext", "ResGlobLocaforGlobLocaCha", 5, 4) == ("iaff_cifar_resnext47_32x4d", {})
+    assert AFFN.cifar_cli_model("resnext29_32x4d", "DirectAdd") == ("cifar_resnext29_32x4d", {})
     with pytest.raises(ValueError):
-        A.cifar_cli_model("se_resnext38_32x4d", "ASKCFuse")
+        AFFN.cifar_cli_model("se_resnext38_32x4d", "ASKCFuse")
     with pytest.raises(ValueError):
-        A.imagenet_cli_model("resnet", "ASKCFuse", 34)
+        AFFN.imagenet_cli_model("resnet", "ASKCFuse", 34)
 
 
 def test_float16_on_cpu_stops_before_training(tmp_path):

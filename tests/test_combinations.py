@@ -11,7 +11,8 @@ import pytest
 from mxnet import autograd, gluon
 
 from mxrepro.flops import count_params
-from mxrepro.models.heads import FBHead, WithHead, attach_head, get_model
+from mxrepro.models import get_model
+from mxrepro.models.heads import FBHead, WithHead, attach_head
 
 
 def _train(net, size, classes, steps=8, seed=0):

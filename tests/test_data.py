@@ -19,10 +19,7 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
-import prepare_cifar  # noqa: E402
-import prepare_digits  # noqa: E402
-import prepare_imagenet  # noqa: E402
+from tools import prepare_cifar, prepare_digits, prepare_imagenet  # noqa: E402
 from mxrepro import datasets as D  # noqa: E402
 
 

@@ -248,8 +248,7 @@ def test_forward_backward(net, kw, size):
 
 
 def test_param_count_tool():
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    import param_count
+    from tools import param_count
     rows = param_count.rows(num_classes_list=(100,), fmconv_factor=20, imagenet=False)
     got = {r["model"]: (round(r["base_params"] / 1e6, 3), round(r["fbn_params"] / 1e6, 3)) for r in rows}
     assert got["ResNet-164"] == (1.739, 2.251)

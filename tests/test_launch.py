@@ -1,4 +1,4 @@
-"""tools/launch.py and mxrepro/distributed.py (issue G; mxnet-notes.md §1.4): a loopback dist_sync
+"""tools/launch.py, mxrepro/launcher.py and mxrepro/engine/dist.py (mxnet-notes.md §1.4): a loopback dist_sync
 job, a failing worker, a hanging worker, ssh mode through a stand-in ssh client, and the pieces
 (host file, --env, thread split, dmlc_tracker shim). Only 127.0.0.1 is ever used."""
 import os
@@ -14,20 +14,17 @@ import uuid
 import pytest
 
 import mxrepro  # noqa: F401  (threads before mxnet)
-from mxrepro import distributed as dist
+from mxrepro import launcher as dist
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH = os.path.join(ROOT, "tools", "launch.py")
-DIST_PY = os.path.join(ROOT, "mxrepro", "distributed.py")
 PY = sys.executable
 
-# A worker for the launcher tests. It loads mxrepro/distributed.py by path (no FB operator library:
-# these tests only need the kvstore) and runs in one of four modes.
+# A worker for the launcher tests (only the kvstore and the worker-side helpers); one of four modes.
 KV_WORKER = r'''
-import importlib.util, os, signal, sys, time
-spec = importlib.util.spec_from_file_location("mxrepro_distributed", sys.argv[1])
-d = importlib.util.module_from_spec(spec); spec.loader.exec_module(d)
-mode, task = sys.argv[2], os.environ["DMLC_TASK_ID"]
+import os, signal, sys, time
+from mxrepro.engine import dist as d
+mode, task = sys.argv[1], os.environ["DMLC_TASK_ID"]
 if mode == "hang":
     if task == "0":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)   # only SIGKILL ends this one
@@ -104,7 +101,7 @@ def test_loopback_dist_sync_push_pull(worker_script):
     """2 workers + 1 server + scheduler: each pushes rank+1, both pull 1+2 = 3."""
     tag = uuid.uuid4().hex
     rc, out, err, _ = launch(["-n", "2", "-s", "1", "--loopback", "--timeout", "300",
-                              PY, worker_script, DIST_PY, "ok"], tag)
+                              PY, worker_script, "ok"], tag)
     assert rc == 0, "launcher failed:\n%s\n%s" % (out[-3000:], err[-3000:])
     results = [l for l in out.splitlines() if "RESULT" in l]
     assert len(results) == 2, out
@@ -125,7 +122,7 @@ def test_failing_worker_stops_the_job(worker_script):
     once, names the worker, its exit code and its last output, and exits 3."""
     tag = uuid.uuid4().hex
     rc, out, err, elapsed = launch(["-n", "2", "-s", "1", "--loopback", "--timeout", "300",
-                                    PY, worker_script, DIST_PY, "fail"], tag)
+                                    PY, worker_script, "fail"], tag)
     assert rc == 3, (rc, out[-2000:], err[-2000:])
     # a few seconds on an idle machine; the bound leaves room for a loaded CI box
     assert elapsed < 120, "took %.0f s: the failure was not acted on before the time limit" % elapsed
@@ -142,7 +139,7 @@ def test_server_that_cannot_load_the_optimizer_stops_the_job(worker_script):
     on a server, so this job must fail, quickly and with the server's traceback."""
     tag = uuid.uuid4().hex
     rc, out, err, elapsed = launch(["-n", "2", "-s", "1", "--loopback", "--timeout", "300",
-                                    PY, worker_script, DIST_PY, "badopt"], tag)
+                                    PY, worker_script, "badopt"], tag)
     assert rc == 1, (rc, out[-2000:], err[-2000:])
     assert elapsed < 120, elapsed
     assert "job FAILED: server 0 raised while handling a command from the workers" in err, err
@@ -155,7 +152,7 @@ def test_hanging_worker_is_killed_at_the_timeout(worker_script):
     tag = uuid.uuid4().hex
     limit = 6
     rc, out, err, elapsed = launch(["-n", "2", "-s", "1", "--loopback", "--timeout", str(limit),
-                                    "--term-grace", "1", PY, worker_script, DIST_PY, "hang"], tag)
+                                    "--term-grace", "1", PY, worker_script, "hang"], tag)
     assert rc == 124, (rc, err)
     assert limit <= elapsed < limit + 40, elapsed
     assert "time limit of 6 s reached" in err
@@ -284,7 +281,7 @@ def test_small_parsers(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="no command"):
         dist.normalize_command([])
     boot = dist.server_command([".venv/bin/python3.11", "-u", "cifar/train.py", "--x"])
-    assert boot[:2] == [".venv/bin/python3.11", "-c"] and "['cifar', 'cifar/..']" in boot[2]
+    assert boot[:2] == [".venv/bin/python3.11", "-c"] and "import mxrepro, mxnet" in boot[2]
     assert dist.server_command(["python", "a.py"], override="py -c 'import mxnet'") == ["py", "-c", "import mxnet"]
     assert dist.threads_per_worker(3, cpus=2) == 1 and dist.threads_per_worker(2, cpus=16) == 8
 

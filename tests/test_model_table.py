@@ -8,9 +8,8 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tools"))
 
-import model_table as mt  # noqa: E402
+from tools import model_table as mt  # noqa: E402
 
 
 def test_subset_matches_and_writes_markdown(tmp_path):

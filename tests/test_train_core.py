@@ -8,6 +8,7 @@ import sys
 import mxnet as mx
 import numpy as np
 import pytest
+from conftest import load_script
 from mxnet import nd
 from mxnet.gluon.data.vision import transforms
 
@@ -202,8 +203,7 @@ def test_resume_continues_exactly(digits_dir, tmp_path):
 
 
 def test_cifar_script_end_to_end(digits_dir, tmp_path):
-    sys.path.insert(0, os.path.join(ROOT, "cifar"))
-    import train_aff_cifar
+    train_aff_cifar = load_script("cifar/train_aff_cifar.py")
     argv = ["--dataset", "digits", "--data-dir", digits_dir, "--model", "resnet", "--askc-type",
             "ResGlobLocaforGlobLocaCha", "--blocks", "1", "--channel-times", "1", "--gpus", "", "--batch-size", "16",
             "--num-epochs", "2", "--lr", "0.1", "--lr-decay-epoch", "1", "--max-batches", "3", "-j", "0",
@@ -258,8 +258,7 @@ def test_imagenet_loaders_exact_counts_and_shards(digits_dir, tmp_path):
 
 
 def test_imagenet_script_end_to_end(digits_dir, tmp_path):
-    sys.path.insert(0, os.path.join(ROOT, "imagenet"))
-    import train_aff_imagenet
+    train_aff_imagenet = load_script("imagenet/train_aff_imagenet.py")
     d = _imagenet_layout(digits_dir, tmp_path)
     argv = ["--askc-type", "ASKCFuse", "--mixup", "--label-smoothing", "--no-wd", "--last-gamma", "--use-rec",
             "--data-dir", str(d), "--num-classes", "10", "--input-size", "32", "--batch-size", "8", "--gpus", "",

@@ -16,7 +16,6 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import mxrepro  # noqa: E402  (threads before mxnet)
 import mxnet as mx  # noqa: E402

@@ -68,12 +68,12 @@ def lo_bytes():
 # ------------------------------------------------------------------------------------------ worker
 def worker(a):
     """One training process (run directly for `local`, through tools/launch.py for dist_sync)."""
-    sys.path.insert(0, ROOT)
     import mxrepro  # noqa: F401  (threads before mxnet)
     import mxnet as mx
     import numpy as np
     from mxnet import autograd, gluon
-    from mxrepro import distributed, get_model
+    from mxrepro import get_model
+    from mxrepro.engine import dist as distributed
 
     kv = mx.kv.create(a.kv_store) if a.kv_store.startswith("dist") else None
     distributed.guard_worker(kv)

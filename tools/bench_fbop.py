@@ -12,7 +12,6 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import mxrepro  # noqa: E402  (sets OMP_NUM_THREADS before mxnet)
 from mxrepro import ops  # noqa: E402
 

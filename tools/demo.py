@@ -18,10 +18,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 import mxrepro  # noqa: E402,F401  (threads, operator library)
 
-sys.path.insert(0, os.path.join(ROOT, "tools"))
 import parse_log  # noqa: E402
 
 NETWORKS = [("resnet-small", "baseline (ReLU, avg-pool, FC)"),

@@ -16,23 +16,12 @@ docs/distributed.md. The wheel's ``dmlc_tracker`` is used for the host address (
 ``Thread.isAlive`` shim it needs on Python >= 3.9); processes are started here, not by its threads.
 """
 import argparse
-import importlib.util
 import os
 import shlex
 import signal
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _load_distributed():
-    """mxrepro/distributed.py without importing the mxrepro package: the package imports mxnet,
-    and a launcher that imports mxnet with DMLC_ROLE set would become a ps-lite node itself."""
-    path = os.path.join(ROOT, "mxrepro", "distributed.py")
-    spec = importlib.util.spec_from_file_location("mxrepro_distributed_launch", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from mxrepro import launcher as dist  # no mxnet import (see mxrepro/launcher.py)
 
 
 def build_parser():
@@ -83,7 +72,6 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    dist = _load_distributed()
     command = dist.normalize_command(args.command)
     if args.num_workers < 1:
         raise SystemExit("error: -n/--num-workers must be >= 1")

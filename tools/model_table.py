@@ -27,7 +27,6 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import mxrepro  # noqa: E402,F401  (threads before mxnet)
 

@@ -15,7 +15,6 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import mxrepro  # noqa: E402,F401
 from symbols import count_params, get_symbol  # noqa: E402

@@ -19,7 +19,6 @@ import sys
 import tarfile
 import urllib.request
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import mxrepro  # noqa: E402,F401  (sets OMP_NUM_THREADS before mxnet)
 from mxrepro import datasets as D  # noqa: E402
 

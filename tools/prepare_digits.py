@@ -21,7 +21,6 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import mxrepro  # noqa: E402,F401  (sets OMP_NUM_THREADS before mxnet)
 from mxrepro import datasets as D  # noqa: E402
 

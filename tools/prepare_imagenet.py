@@ -25,7 +25,6 @@ import os
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import mxrepro  # noqa: E402,F401  (sets OMP_NUM_THREADS before mxnet)
 from mxrepro import datasets as D  # noqa: E402
 

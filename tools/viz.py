@@ -31,7 +31,6 @@ import re
 import shutil
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import mxrepro  # noqa: E402  (threads + FB operators before mxnet)
 import mxnet as mx  # noqa: E402

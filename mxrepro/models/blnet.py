@@ -1,8 +1,8 @@
 """Big-Little Net (Chen et al., ICLR 2019, arXiv 1807.03848) in Gluon.
 
 bL-ResNet-50/101/152, bL-ResNeXt-50/101 (32x4d, 64x4d) and bL-SEResNeXt-50/101, built exactly like the
-official IBM/BigLittleNet code (reference notes: ``shared/reference/blnet.md`` section 1; where the paper
-and the code disagree the code is followed):
+official IBM/BigLittleNet code (blnet.md §1; where the paper and the code disagree the code is
+followed):
 
 * ``ResBlock``        bottleneck, stride on the 3x3, optional final ReLU, AvgPool shortcuts (§1.1)
 * ``BLStem``          bL stem replacing the max-pool (§1.2)
@@ -16,16 +16,19 @@ No convolution has a bias (except the SE convs), Kaiming fan-out init, zero gamm
 last BN (§1.7). Works for any input size: the upsampled Big output is cropped with ``slice_like``.
 
 Residual-add hook: every bottleneck computes ``out = fuse(branch, shortcut)``; the default is the plain
-sum. Pass ``fusion=`` to plug in another fusion (e.g. the AFF modules), see ``make_fusion``.
+sum. Pass ``fusion=`` to plug in another fusion (e.g. the AFF modules), see
+:func:`mxrepro.models.fusions.make_fusion`.
 """
 import mxnet as mx
 from mxnet.gluon import nn
 from mxnet.gluon.block import HybridBlock
 
+from . import layers
+from .fusions import make_fusion
 from .registry import register_model
 
 __all__ = ["ResBlock", "BLStem", "ResBlockB", "ResBlockL", "TransitionLayer", "BLModule", "BLResNet",
-           "SEModule", "make_fusion", "BLOCK_LISTS", "little_blocks"]
+           "SEModule", "BLOCK_LISTS", "little_blocks"]
 
 # Official "balanced" block lists (blnet.md §1.5); NOT torchvision's [3,4,23,3] / [3,8,36,3].
 BLOCK_LISTS = {50: (3, 4, 6, 3), 101: (4, 8, 18, 3), 152: (5, 12, 30, 3)}
@@ -40,42 +43,13 @@ def little_blocks(k, beta):
 
 
 def _conv(channels, kernel, stride=1, pad=0, groups=1, in_channels=0, use_bias=False, **kw):
-    return nn.Conv2D(channels, kernel, stride, pad, groups=groups, use_bias=use_bias,
-                     in_channels=in_channels, weight_initializer=_KAIMING_OUT, **kw)
+    return layers.conv(channels, kernel, stride, pad, groups, in_channels, use_bias, weight_initializer=_KAIMING_OUT,
+                       **kw)
 
 
 def _bn(channels, zero_gamma=False):
     # PyTorch defaults (eps 1e-5, momentum 0.1) == Gluon epsilon=1e-5, momentum=0.9.
-    return nn.BatchNorm(epsilon=1e-5, momentum=0.9, in_channels=channels,
-                        gamma_initializer="zeros" if zero_gamma else "ones")
-
-
-class _Add(HybridBlock):
-    """Plain residual sum ``x + residual`` (the default fusion)."""
-
-    def hybrid_forward(self, F, x, residual):
-        return x + residual
-
-
-def make_fusion(fusion, channels, r=4):
-    """Build the block that replaces a bottleneck's residual add, called as ``fuse(branch, shortcut)``.
-
-    ``fusion``: None or ``'add'`` -> plain sum (returns None, the fast path); a callable
-    ``fusion(channels) -> HybridBlock``; or a name resolved through
-    ``mxrepro.models.aff.get_fusion(name, channels, r)`` (imported only when a name is given).
-    """
-    if fusion is None or (isinstance(fusion, str) and fusion.lower() in ("add", "directadd", "none")):
-        return None
-    if callable(fusion):
-        return fusion(channels)
-    if isinstance(fusion, str):
-        try:
-            from .aff import get_fusion
-        except ImportError as e:
-            raise ValueError("fusion=%r needs mxrepro.models.aff.get_fusion (%s); use fusion='add' or pass a "
-                             "callable fusion(channels) -> HybridBlock" % (fusion, e))
-        return get_fusion(fusion, channels, r)
-    raise TypeError("fusion must be None, 'add', a name or a callable, got %r" % (fusion,))
+    return layers.batchnorm(channels, zero_gamma, epsilon=1e-5, momentum=0.9)
 
 
 class SEModule(HybridBlock):
@@ -318,6 +292,10 @@ class BLResNet(HybridBlock):
             self.fc = nn.Dense(num_classes, in_units=widths[3], weight_initializer=mx.init.Uniform(bound),
                                bias_initializer=mx.init.Uniform(bound), prefix="fc_")
 
+    def feature_spec(self):
+        """(feature-map function, channels, classes, classifier children) for heads.attach_head."""
+        return (lambda F, x: self.features(F, x)), int(self.fc._in_units), int(self.fc._units), ("pool", "fc")
+
     def features(self, F, x):
         x = self.stem(self.conv1(x))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
@@ -326,13 +304,7 @@ class BLResNet(HybridBlock):
         return self.fc(F.flatten(self.pool(self.features(F, x))))
 
 
-def _check_pretrained(pretrained):
-    if pretrained:
-        raise ValueError("no MXNet weights are published for bL-Net; train one with imagenet/train_blnet.py")
-
-
-def _bl(depth, alpha, beta, pretrained, **kwargs):
-    _check_pretrained(pretrained)
+def _bl(depth, alpha, beta, **kwargs):
     if depth not in BLOCK_LISTS:
         raise ValueError("depth must be one of %s" % sorted(BLOCK_LISTS))
     return BLResNet(BLOCK_LISTS[depth], alpha=alpha, beta=beta, **kwargs)
@@ -345,90 +317,90 @@ _SRC = "blnet.md §2"
 
 @register_model(family="blnet", input_size=224, paper=dict(top1_err=22.69, top1_err_official=22.41, params_m=26.69,
                                                            gmacs=2.86, alpha=2, beta=4, source=_SRC))
-def bl_resnet50(alpha=2, beta=4, pretrained=False, **kwargs):
+def bl_resnet50(alpha=2, beta=4, **kwargs):
     """bL-ResNet-50 (default alpha=2, beta=4; the paper's sweep uses alpha, beta in {2, 4})."""
-    return _bl(50, alpha, beta, pretrained, **kwargs)
+    return _bl(50, alpha, beta, **kwargs)
 
 
 @register_model(family="blnet", input_size=224, paper=dict(top1_err=22.72, params_m=26.97, gmacs=2.91, alpha=2,
                                                            beta=2, source=_SRC))
-def bl_resnet50_a2_b2(pretrained=False, **kwargs):
+def bl_resnet50_a2_b2(**kwargs):
     """bL-ResNet-50 alpha=2 beta=2 (paper table row)."""
-    return _bl(50, 2, 2, pretrained, **kwargs)
+    return _bl(50, 2, 2, **kwargs)
 
 
 @register_model(family="blnet", input_size=224, paper=dict(top1_err=22.69, top1_err_official=22.41, params_m=26.69,
                                                            gmacs=2.86, alpha=2, beta=4, source=_SRC))
-def bl_resnet50_a2_b4(pretrained=False, **kwargs):
+def bl_resnet50_a2_b4(**kwargs):
     """bL-ResNet-50 alpha=2 beta=4 (paper table row; the released configuration)."""
-    return _bl(50, 2, 4, pretrained, **kwargs)
+    return _bl(50, 2, 4, **kwargs)
 
 
 @register_model(family="blnet", input_size=224, paper=dict(top1_err=23.20, params_m=26.31, gmacs=2.49, alpha=4,
                                                            beta=2, source=_SRC))
-def bl_resnet50_a4_b2(pretrained=False, **kwargs):
+def bl_resnet50_a4_b2(**kwargs):
     """bL-ResNet-50 alpha=4 beta=2 (paper table row)."""
-    return _bl(50, 4, 2, pretrained, **kwargs)
+    return _bl(50, 4, 2, **kwargs)
 
 
 @register_model(family="blnet", input_size=224, paper=dict(top1_err=23.15, params_m=26.24, gmacs=2.48, alpha=4,
                                                            beta=4, source=_SRC + "; [OCT] 76.9% top-1"))
-def bl_resnet50_a4_b4(pretrained=False, **kwargs):
+def bl_resnet50_a4_b4(**kwargs):
     """bL-ResNet-50 alpha=4 beta=4 (paper table row)."""
-    return _bl(50, 4, 4, pretrained, **kwargs)
+    return _bl(50, 4, 4, **kwargs)
 
 
 @register_model(family="blnet", input_size=224, paper=dict(top1_err_official=21.34, params_m=41.85, gmacs=3.89,
                                                            alpha=2, beta=4, source=_SRC))
-def bl_resnet101(alpha=2, beta=4, pretrained=False, **kwargs):
+def bl_resnet101(alpha=2, beta=4, **kwargs):
     """bL-ResNet-101, balanced block list [4, 8, 18, 3]."""
-    return _bl(101, alpha, beta, pretrained, **kwargs)
+    return _bl(101, alpha, beta, **kwargs)
 
 
 @register_model(family="blnet", input_size=224, paper=dict(params_m=57.36, gmacs=5.04, alpha=2, beta=4,
                                                            source=_SRC))
-def bl_resnet152(alpha=2, beta=4, pretrained=False, **kwargs):
+def bl_resnet152(alpha=2, beta=4, **kwargs):
     """bL-ResNet-152, balanced block list [5, 12, 30, 3]."""
-    return _bl(152, alpha, beta, pretrained, **kwargs)
+    return _bl(152, alpha, beta, **kwargs)
 
 
 @register_model(family="blnet", input_size=224, paper=dict(top1_err_official=21.62, params_m=26.19, gmacs=3.03,
                                                            alpha=2, beta=4, source=_SRC + "; [OCT] 78.4% top-1"))
-def bl_resnext50_32x4d(alpha=2, beta=4, pretrained=False, **kwargs):
+def bl_resnext50_32x4d(alpha=2, beta=4, **kwargs):
     """bL-ResNeXt-50 (32x4d)."""
-    return _bl(50, alpha, beta, pretrained, cardinality=32, basewidth=4, **kwargs)
+    return _bl(50, alpha, beta, cardinality=32, basewidth=4, **kwargs)
 
 
 @register_model(family="blnet", input_size=224, paper=dict(alpha=2, beta=4, source="not in the official README"))
-def bl_resnext50_64x4d(alpha=2, beta=4, pretrained=False, **kwargs):
+def bl_resnext50_64x4d(alpha=2, beta=4, **kwargs):
     """bL-ResNeXt-50 (64x4d); no published result."""
-    return _bl(50, alpha, beta, pretrained, cardinality=64, basewidth=4, **kwargs)
+    return _bl(50, alpha, beta, cardinality=64, basewidth=4, **kwargs)
 
 
 @register_model(family="blnet", input_size=224, paper=dict(top1_err_official=20.87, params_m=41.51, gmacs=4.08,
                                                            alpha=2, beta=4, source=_SRC))
-def bl_resnext101_32x4d(alpha=2, beta=4, pretrained=False, **kwargs):
+def bl_resnext101_32x4d(alpha=2, beta=4, **kwargs):
     """bL-ResNeXt-101 (32x4d), balanced block list."""
-    return _bl(101, alpha, beta, pretrained, cardinality=32, basewidth=4, **kwargs)
+    return _bl(101, alpha, beta, cardinality=32, basewidth=4, **kwargs)
 
 
 @register_model(family="blnet", input_size=224, paper=dict(top1_err_official=20.34, params_m=77.36, gmacs=7.14,
                                                            alpha=2, beta=4,
                                                            source=_SRC + " (README says 7.97 GFLOPs, see §2.2a)"))
-def bl_resnext101_64x4d(alpha=2, beta=4, pretrained=False, **kwargs):
+def bl_resnext101_64x4d(alpha=2, beta=4, **kwargs):
     """bL-ResNeXt-101 (64x4d), balanced block list."""
-    return _bl(101, alpha, beta, pretrained, cardinality=64, basewidth=4, **kwargs)
+    return _bl(101, alpha, beta, cardinality=64, basewidth=4, **kwargs)
 
 
 @register_model(family="blnet", input_size=224, paper=dict(top1_err_official=21.44, params_m=28.77, gmacs=3.03,
                                                            alpha=2, beta=4, source=_SRC))
-def bl_seresnext50_32x4d(alpha=2, beta=4, pretrained=False, **kwargs):
+def bl_seresnext50_32x4d(alpha=2, beta=4, **kwargs):
     """bL-SEResNeXt-50 (32x4d), SE (r=16) on every bottleneck."""
-    return _bl(50, alpha, beta, pretrained, cardinality=32, basewidth=4, se=True, **kwargs)
+    return _bl(50, alpha, beta, cardinality=32, basewidth=4, se=True, **kwargs)
 
 
 @register_model(family="blnet", input_size=224, paper=dict(top1_err_official=21.04, params_m=45.88, gmacs=4.08,
                                                            alpha=2, beta=4, source=_SRC))
-def bl_seresnext101_32x4d(alpha=2, beta=4, pretrained=False, **kwargs):
+def bl_seresnext101_32x4d(alpha=2, beta=4, **kwargs):
     """bL-SEResNeXt-101 (32x4d), SE (r=16) on every bottleneck."""
-    return _bl(101, alpha, beta, pretrained, cardinality=32, basewidth=4, se=True, **kwargs)
+    return _bl(101, alpha, beta, cardinality=32, basewidth=4, se=True, **kwargs)

@@ -10,11 +10,11 @@ The FB term is applied at every position before pooling, as in the original symb
 
 ``attach_head(net, 'fbn')`` replaces the classifier of a registered Gluon backbone (bL-Net, the AFF
 ImageNet/CIFAR ResNets and ResNeXts, their plain baselines, or any gluon-cv style block with a
-``features`` feature-map extractor and an ``output`` Dense) by a head; ``get_model(name, head=...,
-fusion=..., **kw)`` does build + attach in one call, passing ``fusion=`` to the families that take it
-(every residual host here: ``mxrepro.models.resnet`` / ``aff`` / ``blnet``)::
+``features`` feature-map extractor and an ``output`` Dense) by a head. The registry's
+``get_model(name, head=..., fusion=..., **kw)`` does build + attach in one call (this module plugs
+``attach_head`` into it), passing ``fusion=`` to the families that take it::
 
-    from mxrepro.models.heads import get_model
+    from mxrepro.models import get_model
     net = get_model('bl_resnet50', fusion='aff', head='fbn')   # bL-ResNet-50, AFF in every block, FB head
 
 The old classifier is detached (not in ``collect_params()``), so every parameter of the result is used.
@@ -23,9 +23,9 @@ import mxnet as mx
 from mxnet.gluon import nn
 from mxnet.gluon.block import HybridBlock
 
-from .registry import model_info
+from .registry import register_head_attacher
 
-__all__ = ["FBHead", "LinearHead", "WithHead", "attach_head", "get_model", "HEADS", "feature_extractor"]
+__all__ = ["FBHead", "LinearHead", "WithHead", "attach_head", "HEADS", "feature_extractor", "dense_io"]
 
 
 class FBHead(HybridBlock):
@@ -74,30 +74,22 @@ HEADS = {"fbn": FBHead, "fb": FBHead, "linear": LinearHead, "fc": LinearHead}
 # ------------------------------------------------------------------------------------------------
 # Backbone feature maps: (feature function, channels, classes, names of the classifier children)
 # ------------------------------------------------------------------------------------------------
-def _dense_io(dense):
+def dense_io(dense):
+    """(in_units, units) of a Dense layer."""
     return int(dense._in_units), int(dense._units)
 
 
 def feature_extractor(net):
     """``(fn(F, x) -> last feature map, channels, classes, classifier child names)`` for a backbone.
 
-    Known: BLResNet (``features(F, x)``, ``pool``/``fc``), ResNetV1b and CIFARResNeXt
-    (``stem``/``features``, ``pool``/``output``), CIFARPreActResNet (its BN-ReLU-pool ``head`` goes;
-    the FB head's BN takes the final BN's place); otherwise any block with ``features`` returning a
-    4-D map and an ``output`` Dense."""
-    from .blnet import BLResNet
-    from .resnet import CIFARPreActResNet, CIFARResNeXt, ResNetV1b
-    if isinstance(net, BLResNet):
-        ch, cl = _dense_io(net.fc)
-        return (lambda F, x: net.features(F, x)), ch, cl, ("pool", "fc")
-    if isinstance(net, CIFARPreActResNet):
-        ch, cl = _dense_io(net.output)
-        return (lambda F, x: net.features(net.stem(x))), ch, cl, ("head", "output")
-    if isinstance(net, (ResNetV1b, CIFARResNeXt)):
-        ch, cl = _dense_io(net.output)
-        return (lambda F, x: net.features(net.stem(x))), ch, cl, ("pool", "flat", "output")
+    Backbones of this project say it themselves (``feature_spec()``: BLResNet, ResNetV1b,
+    CIFARResNeXt, CIFARPreActResNet, whose BN-ReLU-pool ``head`` goes so the FB head's BN takes the
+    final BN's place); otherwise any block with ``features`` returning a 4-D map and an ``output``
+    Dense (gluon-cv style)."""
+    if hasattr(net, "feature_spec"):
+        return net.feature_spec()
     if hasattr(net, "features") and isinstance(getattr(net, "output", None), nn.Dense):
-        ch, cl = _dense_io(net.output)
+        ch, cl = dense_io(net.output)
         if ch <= 0:
             raise ValueError("%s.output has no in_units; build the backbone with known widths" % type(net).__name__)
         return (lambda F, x: net.features(x)), ch, cl, ("output",)
@@ -140,17 +132,4 @@ def attach_head(net, head="fbn", classes=None, **head_kwargs):
     return WithHead(net, block, fn, prefix=net.prefix)
 
 
-def get_model(name, head=None, head_kwargs=None, **kwargs):
-    """Registry builder with combinations: ``get_model('bl_resnet50', fusion='aff', head='fbn')``.
-
-    ``fusion=`` (and ``fusion_r``, ...) go to the model builder (all residual hosts accept it);
-    ``head`` (``'fbn'``, ``'linear'`` or a callable) replaces the classifier, ``head_kwargs`` go to it
-    (e.g. ``dict(num_factor=50, p=0.5)``). FBN symbol networks (kind 'symbol') take no head."""
-    entry = model_info(name)
-    if head is not None and entry.kind != "gluon":
-        raise ValueError("head= needs a Gluon model; %r is a symbol network (its FB head is the -fmconv variant)"
-                         % name)
-    net = entry.build(**kwargs)
-    if head is None:
-        return net
-    return attach_head(net, head, **(head_kwargs or {}))
+register_head_attacher(attach_head)

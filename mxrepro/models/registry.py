@@ -1,8 +1,10 @@
-"""One registry for every network of the project (timm-style thin builders).
+"""One registry for every network of the project (timm-style thin builders). A leaf module: model
+modules import it and register their builders when they are imported; it imports none of them.
 
-Gluon models (``kind='gluon'``: AFF, bL-Net, baselines) and symbol-API networks (``kind='symbol'``:
-the FBN ``--network`` names in ``symbols/``) register here, so ``--network`` and ``--model`` names,
-the model table, the visualiser and the tests all read one list.
+Gluon models (``kind='gluon'``: AFF, bL-Net, baselines; registered when :mod:`mxrepro.models` is
+imported) and symbol-API networks (``kind='symbol'``: the FBN ``--network`` names; registered when
+the top-level ``symbols`` package is imported) share one list, so ``--network`` and ``--model``
+names, the model table, the visualiser and the tests all read it.
 
     @register_model(family='aff', paper=dict(params_m=30.354), input_size=224)
     def aff_resnet50(**kwargs): ...
@@ -10,22 +12,12 @@ the model table, the visualiser and the tests all read one list.
 ``get_model(name, **kw)`` returns a Gluon block or a Symbol; ``get_symbol(name, **kw)`` always
 returns a Symbol (Gluon blocks are traced on a ``data`` variable).
 """
-import importlib
-import importlib.util
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
-# Modules that define models; each registers its builders on import. Missing ones are skipped so
-# the registry works while families are being added; a module that exists but fails raises.
-FAMILY_MODULES = (
-    "mxrepro.models.resnet",
-    "mxrepro.models.aff",
-    "mxrepro.models.blnet",
-    "mxrepro.models.heads",
-    "symbols",
-)
+__all__ = ["ModelEntry", "register_model", "model_info", "list_models", "get_model", "get_symbol",
+           "register_head_attacher"]
 
 
 @dataclass
@@ -42,7 +34,7 @@ class ModelEntry:
 
 _REGISTRY: Dict[str, ModelEntry] = {}
 _ALIASES: Dict[str, str] = {}
-_loaded = False
+_HEAD_ATTACHER: List[Callable] = []  # set by mxrepro.models.heads (kept out of this leaf module)
 
 
 def _norm(name: str) -> str:
@@ -67,52 +59,57 @@ def register_model(fn: Optional[Callable] = None, *, name: Optional[str] = None,
     return deco(fn) if fn is not None else deco
 
 
-def _load_families():
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    for mod in FAMILY_MODULES:
-        if importlib.util.find_spec(mod) is not None:
-            importlib.import_module(mod)
+def register_head_attacher(fn: Callable):
+    """``fn(net, head, **head_kwargs) -> net`` used by ``get_model(..., head=...)``."""
+    _HEAD_ATTACHER[:] = [fn]
 
 
 def model_info(name: str) -> ModelEntry:
-    _load_families()
     key = _norm(name)
     key = _ALIASES.get(key, key)
     if key not in _REGISTRY:
-        close = [n for n in _REGISTRY if key.split("_")[0] in n][:8]
-        raise KeyError("unknown model %r; known models: %s (see `python tools/model_table.py` or "
-                       "list_models())%s" % (name, len(_REGISTRY), (", e.g. " + ", ".join(close)) if close else ""))
+        close = [n for n in _REGISTRY if key.split("_")[0].split("-")[0] in n][:8]
+        raise KeyError("unknown model %r (%d registered; `python tools/model_table.py --list` lists them; FBN "
+                       "symbol networks need `import symbols`)%s"
+                       % (name, len(_REGISTRY), (", e.g. " + ", ".join(close)) if close else ""))
     return _REGISTRY[key]
 
 
 def list_models(family: Optional[str] = None, kind: Optional[str] = None) -> List[str]:
-    _load_families()
     return sorted(n for n, e in _REGISTRY.items()
                   if (family is None or e.family == family) and (kind is None or e.kind == kind))
 
 
-def get_model(name: str, **kwargs):
+def get_model(name: str, *, head=None, head_kwargs=None, pretrained=None, **kwargs):
     """Build a registered network: a Gluon HybridBlock (kind 'gluon') or a Symbol (kind 'symbol').
 
-    Any head combines with any Gluon backbone: ``head='fbn'`` (or 'linear', or a callable) swaps
-    the classifier through mxrepro.models.heads.attach_head (``head_kwargs`` go to the head);
-    ``fusion=`` is passed to families that accept it, e.g.
-    ``get_model('bl_resnet50', fusion='aff', head='fbn')``."""
-    head = kwargs.pop("head", None)
-    head_kwargs = kwargs.pop("head_kwargs", None)
-    net = model_info(name).build(**kwargs)
-    if head is None:
-        return net
-    if model_info(name).kind != "gluon":
-        raise ValueError("head= applies to Gluon models; %r is a symbol network (its -fmconv variant has the FB head)" % name)
-    from .heads import attach_head
-    return attach_head(net, head, **(head_kwargs or {}))
+    * ``head='fbn'`` (or 'linear', or a callable ``head(in_channels, classes)``) swaps the classifier of
+      any Gluon backbone (mxrepro.models.heads.attach_head; ``head_kwargs`` go to the head);
+      ``fusion=`` is passed to families that accept it, e.g.
+      ``get_model('bl_resnet50', fusion='aff', head='fbn')``.
+    * ``pretrained=PATH`` loads weights after building (and after the head): this project's
+      ``.params``, or a released checkpoint that :mod:`mxrepro.weights` converts by name (bL-Net
+      ``.pth``, AFF ``.params``). No weights ship with the project, so ``pretrained=True`` is an error.
+    """
+    entry = model_info(name)
+    if pretrained is True:
+        raise ValueError("no pretrained weights ship with this project: pass pretrained=PATH to a checkpoint "
+                         "(see docs/weights.md for the released bL-Net and AFF weights)")
+    net = entry.build(**kwargs)
+    if head is not None:
+        if entry.kind != "gluon":
+            raise ValueError("head= applies to Gluon models; %r is a symbol network (its -fmconv variant has the "
+                             "FB head)" % name)
+        if not _HEAD_ATTACHER:
+            raise RuntimeError("head= needs mxrepro.models.heads: import mxrepro.models")
+        net = _HEAD_ATTACHER[0](net, head, **(head_kwargs or {}))
+    if pretrained:
+        if entry.kind != "gluon":
+            raise ValueError("pretrained= applies to Gluon models; symbol networks load an epoch checkpoint with "
+                             "mx.model.load_checkpoint(prefix, epoch)")
+        from ..weights import load_pretrained
+        load_pretrained(net, os.fspath(pretrained), entry.name)
+    return net
 
 
 def get_symbol(name: str, **kwargs):

@@ -9,7 +9,7 @@
 
 Every residual block calls ``fuse(branch, shortcut)`` where a fusion is configured and the plain sum
 otherwise, so the AFF models in :mod:`mxrepro.models.aff` are these classes with ``fusion=...``.
-``fusion`` is ``None`` (sum), a name understood by :func:`mxrepro.models.aff.get_fusion` (``'aff'``,
+``fusion`` is ``None`` (sum), a name understood by :func:`mxrepro.models.fusions.get_fusion` (``'aff'``,
 ``'ASKCFuse'``, ``'iaff'``, ...) or a callable ``fusion(channels) -> HybridBlock``. Stage ``s``
 (1-based) uses it when ``s >= start_layer`` (aff.md §2.1).
 
@@ -21,58 +21,16 @@ import math
 from mxnet.gluon import nn
 from mxnet.gluon.block import HybridBlock
 
+from .fusions import make_fusion
+from .layers import DataNorm, batchnorm as _bn, conv as _conv
 from .registry import register_model
 
-__all__ = ["ResNetV1b", "BottleneckV1b", "CIFARPreActResNet", "PreActBlock", "CIFARResNeXt", "DataNorm",
-           "resolve_fusion", "IMAGENET_LAYERS"]
+__all__ = ["ResNetV1b", "BottleneckV1b", "CIFARPreActResNet", "PreActBlock", "CIFARResNeXt", "IMAGENET_LAYERS"]
 
 # Blocks per stage. 152 is the standard [3, 8, 36, 3]; the open-aff HEAD used [3, 4, 36, 3] (aff.md
 # §2.2, a bug) -- pass ``layers=`` explicitly to reproduce it.
 IMAGENET_LAYERS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3],
                    152: [3, 8, 36, 3]}
-
-
-def resolve_fusion(fusion, channels, r):
-    """The fusion block for ``channels`` (None means the plain sum, which blocks do inline)."""
-    if fusion is None:
-        return None
-    if isinstance(fusion, str):
-        if fusion.strip().lower() in ("", "none", "add", "directadd", "direct_add", "sum"):
-            return None
-        from .aff import get_fusion  # lazy: aff.py imports this module
-        return get_fusion(fusion, channels, r)
-    if callable(fusion):
-        return fusion(channels)
-    raise TypeError("fusion must be None, a fusion name or a callable fusion(channels) -> HybridBlock, "
-                    "got %r" % (fusion,))
-
-
-def _conv(channels, kernel, stride=1, pad=0, groups=1, in_channels=0, use_bias=False, **kw):
-    return nn.Conv2D(channels, kernel, strides=stride, padding=pad, groups=groups, use_bias=use_bias,
-                     in_channels=in_channels, **kw)
-
-
-def _bn(channels, zero_gamma=False, **kw):
-    if zero_gamma:
-        kw["gamma_initializer"] = "zeros"
-    return nn.BatchNorm(in_channels=channels, **kw)
-
-
-class DataNorm(nn.BatchNorm):
-    """The CIFAR ResNet's input normalisation: a BatchNorm with no learned scale or shift
-    (``scale=False, center=False`` in the reference, aff.md §2.4).
-
-    MXNet 1.9.1 updates BatchNorm running statistics in the *backward* pass on the CPU (cuDNN does it
-    in the forward). A BN with no trainable parameter after the data never runs backward, so on the
-    CPU its running mean/var stay 0/1 and test-time inputs are not normalised like training inputs
-    (test accuracy at chance). Here beta exists but is frozen at 0 (``lr_mult = wd_mult = 0``): the
-    output is identical to ``center=False``, backward runs and the statistics update on every device.
-    ``mxrepro.flops.count_params`` does not count frozen parameters as trainable."""
-
-    def __init__(self, in_channels, **kwargs):
-        super().__init__(scale=False, center=True, in_channels=in_channels, **kwargs)
-        self.beta.lr_mult = 0.0
-        self.beta.wd_mult = 0.0
 
 
 class _Fused(HybridBlock):
@@ -163,7 +121,7 @@ class ResNetV1b(HybridBlock):
                 out = planes * BottleneckV1b.expansion
                 with stage.name_scope():
                     for i in range(n):
-                        fuse = resolve_fusion(fusion, out, fusion_r) if s >= start_layer else None
+                        fuse = make_fusion(fusion, out, fusion_r) if s >= start_layer else None
                         stage.add(BottleneckV1b(in_ch, planes, stride=(1 if s == 1 or i > 0 else 2),
                                                 downsample=(i == 0), cardinality=cardinality,
                                                 bottleneck_width=bottleneck_width, last_gamma=last_gamma,
@@ -173,6 +131,11 @@ class ResNetV1b(HybridBlock):
             self.pool = nn.GlobalAvgPool2D()
             self.flat = nn.Flatten()
             self.output = nn.Dense(classes, in_units=in_ch)
+
+    def feature_spec(self):
+        """(feature-map function, channels, classes, classifier children) for heads.attach_head."""
+        return ((lambda F, x: self.features(self.stem(x))), int(self.output._in_units), int(self.output._units),
+                ("pool", "flat", "output"))
 
     def hybrid_forward(self, F, x):
         return self.output(self.flat(self.pool(self.features(self.stem(x)))))
@@ -241,7 +204,7 @@ class CIFARPreActResNet(HybridBlock):
                 stage = nn.HybridSequential(prefix="stage%d_" % s)
                 with stage.name_scope():
                     for i in range(blocks):
-                        fuse = resolve_fusion(fusion, ch, fusion_r) if s >= start_layer else None
+                        fuse = make_fusion(fusion, ch, fusion_r) if s >= start_layer else None
                         stage.add(PreActBlock(in_ch, ch, stride=(2 if s > 1 and i == 0 else 1), avg_down=avg_down,
                                               fuse=fuse, prefix="block%d_" % (i + 1)))
                         in_ch = ch
@@ -249,6 +212,12 @@ class CIFARPreActResNet(HybridBlock):
             self.head = nn.HybridSequential(prefix="head_")
             self.head.add(_bn(in_ch), nn.Activation("relu"), nn.GlobalAvgPool2D(), nn.Flatten())
             self.output = nn.Dense(classes, in_units=in_ch)
+
+    def feature_spec(self):
+        """(feature-map function, channels, classes, classifier children) for heads.attach_head: the
+        BN-ReLU-pool ``head`` goes too (an FB head brings its own BN)."""
+        return ((lambda F, x: self.features(self.stem(x))), int(self.output._in_units), int(self.output._units),
+                ("head", "output"))
 
     def hybrid_forward(self, F, x):
         return self.output(self.head(self.features(self.stem(x))))
@@ -277,7 +246,7 @@ class CIFARResNeXt(HybridBlock):
                 out = planes * BottleneckV1b.expansion
                 with stage.name_scope():
                     for i in range(blocks):
-                        fuse = resolve_fusion(fusion, out, fusion_r) if s >= start_layer else None
+                        fuse = make_fusion(fusion, out, fusion_r) if s >= start_layer else None
                         stage.add(BottleneckV1b(in_ch, planes, stride=(2 if s > 1 and i == 0 else 1),
                                                 downsample=(i == 0), cardinality=cardinality,
                                                 bottleneck_width=bottleneck_width, last_gamma=last_gamma,
@@ -287,6 +256,11 @@ class CIFARResNeXt(HybridBlock):
             self.pool = nn.GlobalAvgPool2D()
             self.output = nn.Dense(classes, in_units=in_ch)
 
+    def feature_spec(self):
+        """(feature-map function, channels, classes, classifier children) for heads.attach_head."""
+        return ((lambda F, x: self.features(self.stem(x))), int(self.output._in_units), int(self.output._units),
+                ("pool", "flat", "output"))
+
     def hybrid_forward(self, F, x):
         return self.output(self.pool(self.features(self.stem(x))))
 
@@ -294,23 +268,16 @@ class CIFARResNeXt(HybridBlock):
 # ------------------------------------------------------------------------------------------------
 # Builders (plain baselines; the AFF ones live in aff.py)
 # ------------------------------------------------------------------------------------------------
-def _no_pretrained(pretrained):
-    if pretrained:
-        raise ValueError("no pretrained MXNet weights ship with this project; train with imagenet/ or cifar/ scripts")
-
-
-def imagenet_resnet(depth, pretrained=False, **kwargs):
+def imagenet_resnet(depth, **kwargs):
     """ResNet-v1b of ``depth`` (any host kwargs, e.g. ``fusion='aff'``)."""
-    _no_pretrained(pretrained)
     if depth not in IMAGENET_LAYERS or depth < 50:
         raise ValueError("depth must be 50, 101 or 152 (bottleneck ResNets), got %r" % depth)
     layers = kwargs.pop("layers", IMAGENET_LAYERS[depth])
     return ResNetV1b(layers, **kwargs)
 
 
-def imagenet_resnext(depth, cardinality=32, bottleneck_width=4, pretrained=False, **kwargs):
+def imagenet_resnext(depth, cardinality=32, bottleneck_width=4, **kwargs):
     """ResNeXt-{depth}-{cardinality}x{bottleneck_width}d with the v1b layout."""
-    _no_pretrained(pretrained)
     if depth not in (50, 101, 152):
         raise ValueError("depth must be 50, 101 or 152, got %r" % depth)
     layers = kwargs.pop("layers", IMAGENET_LAYERS[depth])
@@ -322,45 +289,43 @@ _CIFAR = dict(input_size=32, num_classes=100)
 
 
 @register_model(family="resnet", paper=dict(params_m=25.557, gmacs=4.09, source="aff.md §2.6-2.7"), **_IMNET)
-def resnet50_v1b(pretrained=False, **kwargs):
+def resnet50_v1b(**kwargs):
     """ResNet-50 v1b (7x7 stem, stride on the 3x3): the AFF ImageNet baseline."""
-    return imagenet_resnet(50, pretrained, **kwargs)
+    return imagenet_resnet(50, **kwargs)
 
 
 @register_model(family="resnet", paper=dict(top1_err=23.2, params_m_quoted=42.5, source="AFF Table 5"), **_IMNET)
-def resnet101_v1b(pretrained=False, **kwargs):
+def resnet101_v1b(**kwargs):
     """ResNet-101 v1b."""
-    return imagenet_resnet(101, pretrained, **kwargs)
+    return imagenet_resnet(101, **kwargs)
 
 
 @register_model(family="resnet", **_IMNET)
-def resnet152_v1b(pretrained=False, **kwargs):
+def resnet152_v1b(**kwargs):
     """ResNet-152 v1b ([3, 8, 36, 3])."""
-    return imagenet_resnet(152, pretrained, **kwargs)
+    return imagenet_resnet(152, **kwargs)
 
 
 @register_model(family="resnet", paper=dict(params_m=25.029, gmacs=4.23, source="aff.md §2.6-2.7"), **_IMNET)
-def resnext50_32x4d(pretrained=False, **kwargs):
+def resnext50_32x4d(**kwargs):
     """ResNeXt-50 32x4d (v1b layout): the AFF-ResNeXt baseline."""
-    return imagenet_resnext(50, pretrained=pretrained, **kwargs)
+    return imagenet_resnext(50, **kwargs)
 
 
 @register_model(family="resnet", **_IMNET)
-def resnext101_32x4d(pretrained=False, **kwargs):
+def resnext101_32x4d(**kwargs):
     """ResNeXt-101 32x4d (v1b layout)."""
-    return imagenet_resnext(101, pretrained=pretrained, **kwargs)
+    return imagenet_resnext(101, **kwargs)
 
 
 @register_model(family="resnet", paper=dict(params_m=7.450, source="aff.md §2.6 (ct 4, 100 classes)"), **_CIFAR)
-def cifar_resnet(blocks=5, channel_times=4, pretrained=False, **kwargs):
+def cifar_resnet(blocks=5, channel_times=4, **kwargs):
     """CIFAR pre-activation ResNet-(6*blocks+2), default ResNet-32 with channel_times 4 (AFF host)."""
-    _no_pretrained(pretrained)
     return CIFARPreActResNet(blocks=blocks, channel_times=channel_times, **kwargs)
 
 
-def cifar_resnext(depth, cardinality=32, bottleneck_width=4, pretrained=False, **kwargs):
+def cifar_resnext(depth, cardinality=32, bottleneck_width=4, **kwargs):
     """CIFAR ResNeXt of ``depth`` = 9*blocks+2 (29, 38, 47, ...); ``blocks=`` overrides the depth."""
-    _no_pretrained(pretrained)
     if (depth - 2) % 9:
         raise ValueError("CIFAR ResNeXt depth must be 9*blocks+2 (29, 38, 47), got %r" % depth)
     blocks = kwargs.pop("blocks", (depth - 2) // 9)
@@ -368,18 +333,18 @@ def cifar_resnext(depth, cardinality=32, bottleneck_width=4, pretrained=False, *
 
 
 @register_model(family="resnet", **_CIFAR)
-def cifar_resnext29_32x4d(pretrained=False, **kwargs):
+def cifar_resnext29_32x4d(**kwargs):
     """CIFAR ResNeXt-29 32x4d baseline."""
-    return cifar_resnext(29, pretrained=pretrained, **kwargs)
+    return cifar_resnext(29, **kwargs)
 
 
 @register_model(family="resnet", **_CIFAR)
-def cifar_resnext38_32x4d(pretrained=False, **kwargs):
+def cifar_resnext38_32x4d(**kwargs):
     """CIFAR ResNeXt-38 32x4d baseline."""
-    return cifar_resnext(38, pretrained=pretrained, **kwargs)
+    return cifar_resnext(38, **kwargs)
 
 
 @register_model(family="resnet", **_CIFAR)
-def cifar_resnext47_32x4d(pretrained=False, **kwargs):
+def cifar_resnext47_32x4d(**kwargs):
     """CIFAR ResNeXt-47 32x4d baseline."""
-    return cifar_resnext(47, pretrained=pretrained, **kwargs)
+    return cifar_resnext(47, **kwargs)

@@ -1,7 +1,5 @@
-"""Plumbing for data-parallel training on MXNet's parameter server (ps-lite, ``--kv-store dist_*``).
-
-``tools/launch.py`` is the command-line front end; this module holds the pieces it is made of
-(mxnet-notes.md §1.4 and §6):
+"""The launcher side of data-parallel training on MXNet's parameter server (ps-lite,
+``--kv-store dist_*``); ``tools/launch.py`` is its command-line front end (mxnet-notes.md §1.4, §6):
 
 * :func:`patch_dmlc_tracker` -- the ``dmlc_tracker`` package shipped in the mxnet 1.9.1 wheel calls
   ``Thread.isAlive`` (removed in Python 3.9); the shim restores it before the tracker is used.
@@ -15,13 +13,10 @@
   with their role and rank, and ends the whole group (SIGTERM, then SIGKILL) when a worker fails,
   a server or the scheduler dies early or cannot load the optimizer, or the time limit is reached,
   naming the culprit and printing the tail of its output.
-* Worker side, for training scripts: :class:`fail_fast` (wrap ``main()``) and
-  :func:`guard_worker` (after creating the kvstore) make a crashed worker exit at once instead of
-  hanging at the kvstore's shutdown barrier; :func:`announce_rank` tells the launcher ``kv.rank``.
 
-Nothing here imports mxnet: a launcher that imported it with ``DMLC_ROLE`` set in its environment
-would turn into a parameter server itself. ``tools/launch.py`` loads this file without importing
-the package for that reason, so keep it free of package-relative imports.
+The worker side (fail-fast exit, rank announcement) is :mod:`mxrepro.engine.dist`. Nothing here
+imports mxnet (``import mxrepro.launcher`` does not load it either): a launcher that imported it with
+``DMLC_ROLE`` set in its environment would turn into a parameter server itself.
 """
 import collections
 import os
@@ -168,21 +163,12 @@ def normalize_command(command):
 # pickled and is unpickled there, so an LR scheduler from gluoncv (which refuses to import without
 # a complete mxnet) or from this project fails, the server ignores the exception and runs with no
 # optimizer at all: it then stores the summed gradients as the weights. The bootstrap imports
-# mxnet completely with DMLC_ROLE hidden, puts the script's folder and its parent (the repository
-# root for cifar/ and imagenet/ scripts) on sys.path, then starts the server loop itself.
+# mxnet completely with DMLC_ROLE hidden, then starts the server loop itself (the project's
+# classes unpickle from the installed mxrepro package).
 SERVER_BOOTSTRAP = (
-    "import os, sys; role = os.environ.pop('DMLC_ROLE'); "
-    "sys.path[:0] = [os.path.abspath(p) for p in %r]; "
-    "import mxnet; os.environ['DMLC_ROLE'] = role; "
+    "import os; role = os.environ.pop('DMLC_ROLE'); "
+    "import mxrepro, mxnet; os.environ['DMLC_ROLE'] = role; "
     "from mxnet.kvstore import kvstore_server; kvstore_server._init_kvstore_server_module()")
-
-
-def _script_paths(command):
-    for arg in command[1:]:
-        if arg.endswith(".py"):
-            d = os.path.dirname(arg) or "."
-            return [d, os.path.join(d, os.pardir)]
-    return []
 
 
 def server_command(command, override=None):
@@ -193,89 +179,16 @@ def server_command(command, override=None):
     if override:
         return shlex.split(override)
     if _PY_RE.match(os.path.basename(command[0])):
-        return [command[0], "-c", SERVER_BOOTSTRAP % (_script_paths(command),)]
+        return [command[0], "-c", SERVER_BOOTSTRAP]
     return list(command)
 
 
 # --------------------------------------------------------------------------------------------------
-# Worker side (imported by training scripts)
+# Lines the launcher reads in the processes' output
 # --------------------------------------------------------------------------------------------------
-RANK_MARK = "mxrepro-launch: kvstore rank "
+RANK_MARK = "mxrepro-launch: kvstore rank "   # printed by mxrepro.engine.dist.announce_rank
 # Printed by Python when the server's command callback (set_optimizer, ...) raised; ps-lite goes on.
 CALLBACK_ERROR = "Exception ignored on calling ctypes callback function"
-
-
-def announce_rank(kv):
-    """Print the line from which the launcher learns this worker's ``kv.rank`` (ps-lite numbers
-    workers itself, so it can differ from the launch index ``DMLC_TASK_ID``); the launcher then
-    labels the worker's output ``[worker I (kv.rank R)]``. No-op for non-dist kvstores."""
-    if kv is not None and "dist" in getattr(kv, "type", ""):
-        print("%s%d of %d (launch index %s)" % (RANK_MARK, kv.rank, kv.num_workers,
-                                                os.environ.get("DMLC_TASK_ID", "?")), flush=True)
-
-
-def _hard_exit(code):
-    for f in (sys.stdout, sys.stderr):
-        try:
-            f.flush()
-        except Exception:
-            pass
-    os._exit(code)
-
-
-class fail_fast(object):
-    """Context manager for a worker's main: when it ends with an exception or ``sys.exit(N != 0)``
-    while this process is a ps-lite worker (``DMLC_ROLE=worker``), print the error and leave with
-    ``os._exit`` at once.
-
-    Why: the normal interpreter shutdown destroys the dist kvstore, whose destructor waits for
-    pending pushes/pulls and then at a barrier for every other worker (MXNet's KVStoreDist), so
-    a crashed worker would hang until the launcher's ``--timeout`` instead of failing the job now.
-    A normal return is left alone (the barrier is how workers finish together). Outside a
-    distributed job it changes nothing.
-
-        if __name__ == '__main__':
-            with mxrepro.distributed.fail_fast():
-                main()
-    """
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, etype, value, tb):
-        if etype is None or os.environ.get("DMLC_ROLE") != "worker":
-            return False
-        if issubclass(etype, SystemExit):
-            code = value.code
-            if code is None or code == 0:
-                return False
-            if not isinstance(code, int):
-                sys.stderr.write("%s\n" % code)
-                code = 1
-        else:
-            import traceback
-            traceback.print_exception(etype, value, tb)
-            code = 130 if issubclass(etype, KeyboardInterrupt) else 1
-        sys.stderr.write("worker %s: exiting with code %d without the kvstore shutdown barrier "
-                         "(mxrepro.distributed.fail_fast)\n" % (os.environ.get("DMLC_TASK_ID", "?"), code))
-        _hard_exit(code)
-
-
-def guard_worker(kv):
-    """Call right after creating the kvstore in a worker: announces the rank to the launcher
-    (:func:`announce_rank`) and, for dist kvstores, makes an uncaught exception end the process at
-    once (``sys.excepthook`` -> traceback, then ``os._exit(1)``; see :class:`fail_fast` for why).
-    ``sys.exit(N)`` is not an exception hook case: wrap ``main()`` in :class:`fail_fast` too."""
-    if kv is None or "dist" not in getattr(kv, "type", ""):
-        return kv
-    announce_rank(kv)
-    previous = sys.excepthook
-
-    def hook(etype, value, tb):
-        previous(etype, value, tb)
-        _hard_exit(130 if issubclass(etype, KeyboardInterrupt) else 1)
-    sys.excepthook = hook
-    return kv
 
 
 # --------------------------------------------------------------------------------------------------
@@ -617,7 +530,7 @@ class Supervisor(object):
                         self._say("hint: %s printed a traceback but did not exit: a worker whose "
                                   "dist kvstore is alive waits at the shutdown barrier for the "
                                   "others. Wrap the script's main() in "
-                                  "mxrepro.distributed.fail_fast() so a crash ends the job at once "
+                                  "mxrepro.cli.run_main() so a crash ends the job at once "
                                   "(docs/distributed.md)" % ", ".join(crashed))
                     return 124
                 time.sleep(self.poll)
