@@ -324,7 +324,9 @@ def _walk(obj, fn):
     if isinstance(obj, LazyTensor):
         return fn(obj)
     if isinstance(obj, OrderedDict):
-        return OrderedDict((k, _walk(v, fn)) for k, v in obj.items())
+        out = OrderedDict((k, _walk(v, fn)) for k, v in obj.items())
+        out.__dict__.update(getattr(obj, "__dict__", {}))  # e.g. a state_dict's _metadata
+        return out
     if isinstance(obj, dict):
         return {k: _walk(v, fn) for k, v in obj.items()}
     if isinstance(obj, list):

@@ -51,6 +51,13 @@ class PID:
         self.pid = pid
 
 
+class WithState:
+    """``obj`` followed by BUILD with ``state`` (how a state_dict's ``_metadata`` attribute is pickled)."""
+
+    def __init__(self, obj, state):
+        self.obj, self.state = obj, state
+
+
 def _emit(obj, out):
     if obj is None:
         out += b"N"
@@ -78,6 +85,10 @@ def _emit(obj, out):
     elif isinstance(obj, PID):
         _emit(obj.pid, out)
         out += b"Q"
+    elif isinstance(obj, WithState):
+        _emit(obj.obj, out)
+        _emit(obj.state, out)
+        out += b"b"
     elif isinstance(obj, tuple):
         if not obj:
             out += b")"
@@ -128,6 +139,8 @@ STORAGE_CLASS = {np.dtype("float32"): "FloatStorage", np.dtype("float16"): "Half
 
 
 def _to_pickle_obj(obj, storages, legacy):
+    if isinstance(obj, WithState):
+        return WithState(_to_pickle_obj(obj.obj, storages, legacy), obj.state)
     if isinstance(obj, TRef):
         cls, flat, loc = storages[obj.key]
         module = "torch.cuda" if loc.startswith("cuda") else "torch"
@@ -539,6 +552,8 @@ def test_state_dict_extraction(tmp_path, layout, wrapper):
     prefix = "module." if wrapper != "bare" else ""
     sd, storages = torch_state_dict(arrays, prefix, location="cuda:0")
     if wrapper == "training":
+        # state_dict() is an OrderedDict carrying a _metadata attribute (pickled with BUILD)
+        sd = WithState(sd, {"_metadata": OrderedDict([("", {"version": 1}), ("bn", {"version": 2})])})
         storages["90"] = ("FloatStorage", np.array([77.59], dtype=np.float32), "cuda:0")
         storages["91"] = ("FloatStorage", np.ones(8, dtype=np.float32), "cuda:0")
         obj = {"epoch": 110, "arch": "ImageNet-bLResNet-50-a2-b4", "state_dict": sd,
@@ -561,6 +576,7 @@ def test_state_dict_extraction(tmp_path, layout, wrapper):
         whole = W.read_torch_checkpoint(path)
         assert whole["epoch"] == 110 and abs(float(whole["best_top1"]) - 77.59) < 1e-5
         assert whole["optimizer"]["param_groups"][0]["nesterov"] is True
+        assert whole["state_dict"]._metadata["bn"] == {"version": 2}
     with pytest.raises(W.CheckpointError, match="no entry 'nope'"):
         W.read_torch_state_dict(path, key="nope")
 
