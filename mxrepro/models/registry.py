@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 __all__ = ["ModelEntry", "register_model", "model_info", "list_models", "get_model", "get_symbol",
-           "register_head_attacher"]
+           "register_head_attacher", "register_weights_loader"]
 
 
 @dataclass
@@ -35,6 +35,7 @@ class ModelEntry:
 _REGISTRY: Dict[str, ModelEntry] = {}
 _ALIASES: Dict[str, str] = {}
 _HEAD_ATTACHER: List[Callable] = []  # set by mxrepro.models.heads (kept out of this leaf module)
+_WEIGHTS_LOADER: List[Callable] = []  # set by mxrepro.weights
 
 
 def _norm(name: str) -> str:
@@ -62,6 +63,11 @@ def register_model(fn: Optional[Callable] = None, *, name: Optional[str] = None,
 def register_head_attacher(fn: Callable):
     """``fn(net, head, **head_kwargs) -> net`` used by ``get_model(..., head=...)``."""
     _HEAD_ATTACHER[:] = [fn]
+
+
+def register_weights_loader(fn: Callable):
+    """``fn(net, path, model_name)`` used by ``get_model(..., pretrained=PATH)``."""
+    _WEIGHTS_LOADER[:] = [fn]
 
 
 def model_info(name: str) -> ModelEntry:
@@ -107,8 +113,9 @@ def get_model(name: str, *, head=None, head_kwargs=None, pretrained=None, **kwar
         if entry.kind != "gluon":
             raise ValueError("pretrained= applies to Gluon models; symbol networks load an epoch checkpoint with "
                              "mx.model.load_checkpoint(prefix, epoch)")
-        from ..weights import load_pretrained
-        load_pretrained(net, os.fspath(pretrained), entry.name)
+        if not _WEIGHTS_LOADER:
+            raise RuntimeError("pretrained= needs mxrepro.weights: import mxrepro.models")
+        _WEIGHTS_LOADER[0](net, os.fspath(pretrained), entry.name)
     return net
 
 
