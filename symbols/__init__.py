@@ -13,7 +13,6 @@ attributes ``dropfactor_mode``/``grad_mode`` and ``fb_op`` ('FMConvolution1'|'FM
 import mxrepro  # noqa: F401  (threads + the FB operator library, before any symbol is built)
 
 from . import inception_bn, inception_bn_small, resnet, resnet_small  # noqa: F401  (registration)
-from .common import count_params  # noqa: F401
 
 NETWORKS_CIFAR = ("resnet-small", "resnet-small-fmconv", "inception-bn-small", "inception-bn-small-fmconv")
 NETWORKS_IMAGENET = ("resnet", "resnet-fmconv", "inception-bn", "inception-bn-fmconv")

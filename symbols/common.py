@@ -19,7 +19,7 @@ FB_OPS = ("FMConvolution1", "FMConvolution3")
 
 def fb_op_kwargs(kw):
     """The optional FB-operator attributes accepted by every builder's ``**kw``:
-    ``dropfactor_mode`` and ``grad_mode`` (issue A's operator; None keeps the operator's default)."""
+    ``dropfactor_mode`` and ``grad_mode`` of the FB operator (None keeps the operator's default)."""
     out = {}
     for key in ("dropfactor_mode", "grad_mode"):
         if kw.get(key) is not None:
@@ -60,18 +60,3 @@ def pooled_softmax(data, pool_kernel, flatten_name, fc_name=None, num_classes=No
     if fc_name is not None:
         out = mx.sym.FullyConnected(data=out, num_hidden=num_classes, name=fc_name)
     return mx.sym.SoftmaxOutput(data=out, name="softmax")
-
-
-def count_params(sym, data_shape):
-    """Number of learnable parameters (arguments except `data` and `*_label`) of ``sym`` for an
-    input of ``data_shape`` (B, C, H, W); auxiliary BN statistics are not counted."""
-    arg_shapes, _, _ = sym.infer_shape(data=tuple(data_shape))
-    total = 0
-    for name, shape in zip(sym.list_arguments(), arg_shapes):
-        if name == "data" or name.endswith("_label"):
-            continue
-        n = 1
-        for d in shape:
-            n *= int(d)
-        total += n
-    return total

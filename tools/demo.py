@@ -19,6 +19,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import mxrepro  # noqa: E402,F401  (threads, operator library)
+import symbols  # noqa: E402,F401  (registers the FBN networks)
 
 import parse_log  # noqa: E402
 
@@ -37,11 +38,8 @@ def run(cmd, log_path=None):
 
 
 def count_params(network, classes, n):
-    import mxnet as mx
-    sym = mxrepro.get_symbol(network, num_classes=classes, res_module_num=n)
-    arg_shapes, _, _ = sym.infer_shape(data=(1, 3, 32, 32))
-    return sum(int(mx.nd.zeros(s).size) for name, s in zip(sym.list_arguments(), arg_shapes)
-               if name not in ("data", "softmax_label"))
+    from mxrepro import flops
+    return flops.count_params(mxrepro.get_symbol(network, num_classes=classes, res_module_num=n), (1, 3, 32, 32))[0]
 
 
 def main(argv=None):

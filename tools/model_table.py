@@ -8,10 +8,10 @@ pass) and counts
 * parameters: trainable (conv/dense weights and biases, BN gamma/beta) and "+stats" (BN running
   mean/var and frozen parameters too: the AFF ResNeXt rows and gluon-cv's ``summary`` count these),
 * multiply-adds at the paper's input size (32 for CIFAR, 224 for ImageNet) with
-  :mod:`mxrepro.flops` (a walk over the MXNet graph; the FB operator gets the rule below),
+  :mod:`mxrepro.flops` (a walk over the MXNet graph, the project's one counter),
 
 and compares them with the numbers the papers print (each model's registry ``cfg['paper']``, or the
-tables in this file, each citing its section of ``/work/shared/reference/{fbn,aff,blnet}.md``).
+tables in this file, each citing its section of ``docs/reference/{fbn,aff,blnet}.md``).
 
 A printed number "matches" when the computed one rounds to it at the printed precision; papers
 sometimes truncate instead (AFF Table 5: 30.354M is printed 30.3M), which is reported as "matches
@@ -28,29 +28,13 @@ import sys
 import time
 
 
-import mxrepro  # noqa: E402,F401  (threads before mxnet)
+import mxrepro  # noqa: F401  (threads before mxnet)
+import symbols  # noqa: F401  (registers the FBN networks)
 
-import numpy as np  # noqa: E402
-
-from mxrepro import flops  # noqa: E402
+from mxrepro import flops
 from mxrepro.models.registry import list_models, model_info  # noqa: E402
 
 FAMILIES = ("fbn", "aff", "blnet", "resnet")
-
-
-# ------------------------------------------------------------------------------------------------
-# MAC rule of the FB operator (fbn.md §1.2): per output position and class j, the F projections
-# v_jf . x (F*C multiply-adds), the diagonal term x^2 . sum_f v_jf^2 (C) -- the linear 1x1 conv next
-# to it is an ordinary Convolution node.
-# ------------------------------------------------------------------------------------------------
-def _fb_macs(node, ins, out):
-    n_f_c = int(np.prod(ins[1][1:]))           # weight (N, F, C, 1, 1): F*C per output element
-    c = int(ins[1][2])
-    return int(np.prod(out)) * (n_f_c + c)
-
-
-for _op in ("FMConvolution1", "FMConvolution3"):
-    flops.MAC_RULES.setdefault(_op, _fb_macs)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -199,27 +183,9 @@ def all_rows(families=FAMILIES, models=None):
 # ------------------------------------------------------------------------------------------------
 # Counting
 # ------------------------------------------------------------------------------------------------
-def _symbol_counts(sym, size):
-    """(trainable, +stats, fb-operator params) of a symbol network for a (1, 3, size, size) input."""
-    arg_shapes, _, aux_shapes = sym.infer_shape(data=(1, 3, size, size))
-    tr = fb = 0
-    for n, s in zip(sym.list_arguments(), arg_shapes):
-        if n == "data" or n.endswith("_label"):
-            continue
-        k = int(np.prod(s))
-        tr += k
-    # FB operator parameters: the weight/bias inputs of FMConvolution nodes
-    import json
-    nodes = json.loads(sym.tojson())["nodes"]
-    shapes = dict(zip(sym.list_arguments(), arg_shapes))
-    for nd in nodes:
-        if nd["op"].startswith("FMConvolution"):
-            for i in nd["inputs"][1:]:  # weight, bias (the DropFactor mask is an auxiliary state)
-                pname = nodes[i[0]]["name"]
-                if pname in shapes:
-                    fb += int(np.prod(shapes[pname]))
-    stats = sum(int(np.prod(s)) for s in aux_shapes)
-    return tr, tr + stats, fb
+def _fb_params(records):
+    """Parameters of the FB operator nodes (their weight and bias inputs)."""
+    return sum(r["params"] for r in records if r["op"].startswith("FMConvolution"))
 
 
 def count_row(name, kwargs, size):
@@ -228,13 +194,9 @@ def count_row(name, kwargs, size):
     t0 = time.time()
     entry = model_info(name)
     net = entry.build(**kwargs)
-    if entry.kind == "symbol":
-        sym = net
-        tr, allp, fb = _symbol_counts(sym, size)
-    else:
-        tr, allp = flops.count_params(net)
-        fb = sum(int(np.prod(p.shape)) for p in net.collect_params().values() if "fbhead" in p.name)
-        sym = net(mx.sym.var("data"))
+    sym = net if entry.kind == "symbol" else net(mx.sym.var("data"))
+    tr, allp = flops.count_params(net, (1, 3, size, size))
+    fb = _fb_params(flops.graph_records(sym, (1, 3, size, size)))
     rep = flops.count_macs(sym, (1, 3, size, size))
     return dict(params=tr / 1e6, params_stats=allp / 1e6, fb_params=fb / 1e6, gmacs=rep["macs"] / 1e9,
                 ref_gmacs=rep["ref_macs"] / 1e9, seconds=time.time() - t0)

@@ -17,7 +17,9 @@ import sys
 
 
 import mxrepro  # noqa: E402,F401
-from symbols import count_params, get_symbol  # noqa: E402
+import symbols  # noqa: F401  (registers the FBN networks)
+from mxrepro.flops import count_params
+from symbols import get_symbol
 
 CIFAR_ROWS = (  # (label, baseline network, FBN network, kwargs, paper params_m base/FBN)
     ("ResNet-164", "resnet-small", "resnet-small-fmconv", dict(res_module_num=18), (1.7, 2.2)),
@@ -34,7 +36,7 @@ IMAGENET_ROWS = (
 
 def count(network, input_size, **kw):
     """Parameter count of a registered FBN-family network."""
-    return count_params(get_symbol(network, **kw), (1, 3, input_size, input_size))
+    return count_params(get_symbol(network, **kw), (1, 3, input_size, input_size))[0]
 
 
 def rows(num_classes_list=(10, 100), fmconv_factor=20, imagenet=True):

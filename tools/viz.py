@@ -12,12 +12,9 @@ table is still printed.
 
 Counting (per image, batch 1), walking the MXNet symbol graph with ``infer_shape``:
 * parameters = learnable arguments (BN running statistics excluded, PyTorch convention);
-* multiply-adds (rules of mxrepro/flops.py): Convolution = out_elems * (C_in/groups) * kh * kw;
-  Deconvolution = in_elems * (C_out/groups) * kh * kw; FullyConnected = N * num_hidden * in_features;
-  and here FMConvolution1/3 (FBN) =
-  out_elems * (num_factor + 1) * (C_in/groups) * kh * kw (fbn.md §1.2: F*K MACs for W_j x plus K for the
-  diagonal correction). Bias adds, BN, activations, pooling and element-wise ops are not counted (the
-  convention of the papers' "FLOPs", blnet.md §0).
+* multiply-adds: the rules of mxrepro/flops.py (Convolution, Deconvolution, FullyConnected and the FB
+  operator FMConvolution1/3). Bias adds, BN, activations, pooling and element-wise ops are not counted
+  (the convention of the papers' "FLOPs", blnet.md §0).
 Stages: the top-level children of a Gluon model (deeper with ``--depth``; a top-level ``features``
 sequential is expanded); for symbols, ``stageN``/``layerN``-style name prefixes where present, else
 runs of equal spatial resolution.
@@ -35,7 +32,7 @@ import sys
 import mxrepro  # noqa: E402  (threads + FB operators before mxnet)
 import mxnet as mx  # noqa: E402
 
-from mxrepro.flops import MAC_RULES  # noqa: E402
+from mxrepro import flops  # noqa: E402
 from mxrepro.models import list_models, model_info  # noqa: E402
 
 Row = collections.namedtuple("Row", "stage shape params macs")
@@ -44,82 +41,10 @@ Row = collections.namedtuple("Row", "stage shape params macs")
 # ------------------------------------------------------------------------------------------------
 # graph walking
 # ------------------------------------------------------------------------------------------------
-def _attr(node, key, default=None):
-    attrs = node.get("attrs") or node.get("attr") or node.get("param") or {}
-    return attrs.get(key, default)
-
-
-def _tuple(s, default=(1, 1)):
-    if s is None:
-        return default
-    v = ast.literal_eval(s) if isinstance(s, str) else s
-    return tuple(v) if isinstance(v, (tuple, list)) else (v,)
-
-
-def _prod(xs):
-    out = 1
-    for x in xs:
-        out *= int(x)
-    return out
-
-
-def _fmconv_macs(node, in_shapes, out_shape):
-    """FMConvolution1/3 (FBN, fbn.md §1.2): per output element F*K MACs for W_j x plus K for the diagonal
-    correction, K = (C_in/groups) * kh * kw."""
-    g = int(_attr(node, "num_group", 1))
-    k = (in_shapes[0][1] // g) * _prod(_tuple(_attr(node, "kernel")))
-    return _prod(out_shape) * (int(_attr(node, "num_factor", 1)) + 1) * k
-
-
-def node_macs(node, in_shapes, out_shape):
-    """Multiply-adds of one graph node (0 for ops that are not counted). Convolution, Deconvolution and
-    FullyConnected use the shared rules of ``mxrepro.flops.MAC_RULES``; FMConvolution1/3 is added here."""
-    op = node["op"]
-    if not in_shapes or in_shapes[0] is None or out_shape is None:
-        return 0
-    if op in ("FMConvolution1", "FMConvolution3"):
-        return _fmconv_macs(node, in_shapes, out_shape)
-    if op in MAC_RULES:
-        return int(MAC_RULES[op](node, in_shapes, out_shape))
-    return 0
-
-
 def graph_stats(sym, data_shape):
     """Per-node records (name, op, output shape, learnable-parameter count, multiply-adds, indices of the
-    records feeding it), in topological order."""
-    internals = sym.get_internals()
-    _, out_shapes, _ = internals.infer_shape_partial(data=data_shape)
-    arg_shapes, _, aux_shapes = sym.infer_shape_partial(data=data_shape)
-    var_shape = dict(zip(sym.list_arguments(), arg_shapes))
-    learnable = {n for n in sym.list_arguments() if n != "data" and not n.endswith("label")}
-    out = {}
-    for name, shp in zip(internals.list_outputs(), out_shapes):
-        m = re.match(r"^(.*)_output(\d*)$", name)
-        if m:
-            out[(m.group(1), int(m.group(2) or 0))] = tuple(shp) if shp else None
-    nodes = json.loads(sym.tojson())["nodes"]
-    records, seen_vars, rec_index = [], set(), {}
-    for nid_self, node in enumerate(nodes):
-        if node["op"] == "null":
-            continue
-        ins, params, op_inputs = [], 0, []
-        for (nid, idx, *_rest) in node["inputs"]:
-            src = nodes[nid]
-            if nid in rec_index:
-                op_inputs.append(rec_index[nid])
-            if src["op"] == "null":
-                shp = var_shape.get(src["name"])
-                ins.append(tuple(shp) if shp else None)
-                if src["name"] in learnable and src["name"] not in seen_vars and shp:
-                    seen_vars.add(src["name"])
-                    params += _prod(shp)
-            else:
-                ins.append(out.get((src["name"], idx)))
-        oshape = out.get((node["name"], 0))
-        rec_index[nid_self] = len(records)
-        records.append(dict(name=node["name"], op=node["op"], shape=oshape, params=params,
-                            macs=node_macs(node, ins, oshape), inputs=op_inputs))
-    return records
+    records feeding it), in topological order: :func:`mxrepro.flops.graph_records`."""
+    return flops.graph_records(sym, data_shape)
 
 
 # ------------------------------------------------------------------------------------------------
