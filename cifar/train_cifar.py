@@ -8,16 +8,13 @@ Accepts every command line of the original cifar/run.sh and README unchanged, e.
       --model-prefix cifar100_res18_fmconv --res-module-num 18 --fmconv-slowstart 3 --fmconv-drop 0.5 \\
       --fmconv-factor 20
 
-Empty --gpus trains on the CPU. See --help, docs/fbn.md and mxrepro/fbn_train.py.
+Empty --gpus trains on the CPU; a re-run of the same command resumes. See --help, docs/fbn.md and
+mxrepro/recipes/fbn.py.
 """
-import os
-import sys
-
-
-import mxrepro  # noqa: E402,F401  (sets OMP_NUM_THREADS and loads the FB operator before mxnet)
-from mxrepro.fbn_train import main  # noqa: E402
+import mxrepro  # noqa: F401  (OMP_NUM_THREADS before mxnet; the FB operators load with it)
+import symbols  # noqa: F401  (registers the FBN --network names)
+from mxrepro.cli import run_main
+from mxrepro.recipes import fbn
 
 if __name__ == "__main__":
-    from mxrepro.engine.dist import fail_fast  # a crashed worker ends the job instead of hanging
-    with fail_fast():
-        sys.exit(main("cifar"))
+    run_main(lambda argv: fbn.main("cifar", argv, prog="python cifar/train_cifar.py"))

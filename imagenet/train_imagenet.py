@@ -9,16 +9,12 @@ stray --log-file), e.g.
       --wd 0.0001 --lr-step 60,75,90 --fmconv-drop 0.5 --fmconv-slowstart 1 --depth 34 --fmconv-factor 50
 
 Data: train_256_q90.rec (--aug-level 1) or train_480_q90.rec (2, 3) and val_256_q90.rec in
---data-dir. See --help, docs/fbn.md and mxrepro/fbn_train.py.
+--data-dir. See --help, docs/fbn.md and mxrepro/recipes/fbn.py.
 """
-import os
-import sys
-
-
-import mxrepro  # noqa: E402,F401  (sets OMP_NUM_THREADS and loads the FB operator before mxnet)
-from mxrepro.fbn_train import main  # noqa: E402
+import mxrepro  # noqa: F401  (OMP_NUM_THREADS before mxnet; the FB operators load with it)
+import symbols  # noqa: F401  (registers the FBN --network names)
+from mxrepro.cli import run_main
+from mxrepro.recipes import fbn
 
 if __name__ == "__main__":
-    from mxrepro.engine.dist import fail_fast  # a crashed worker ends the job instead of hanging
-    with fail_fast():
-        sys.exit(main("imagenet"))
+    run_main(lambda argv: fbn.main("imagenet", argv, prog="python imagenet/train_imagenet.py"))

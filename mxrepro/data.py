@@ -1,48 +1,58 @@
-"""Gluon-side data loading shared by the AFF and bL-Net scripts (and anything built on mxrepro.train).
+"""Data for the training engine: loaders, the papers' augmentations, and one *data spec* per layout.
+
+A data spec knows its files and answers the engine's questions before anything is built:
+``exists()`` / ``missing_message()``, ``verify()`` (RecordIO integrity: every record header, the
+``.idx`` offsets, a sampled decode; :mod:`mxrepro.integrity`), ``label_summary()`` (label range and
+class count, from the prepare tools' ``prepare_info.json`` or a header scan), ``num_train()`` and
+``loaders(batch, part, parts, seed)``:
+
+* :class:`RecordIterData` -- ``mx.io.ImageRecordIter`` on a train/val ``.rec`` pair (the FBN scripts;
+  the gluon-cv ``--use-rec`` path of AFF and bL-Net). The training iterator is re-created every epoch
+  with a seed derived from (seed, epoch), so a resumed run reads the same order as an uninterrupted
+  one; an error MXNet's reader still raises is reported with the file name.
+* :class:`DatasetData` -- Gluon datasets behind a DataLoader: CIFAR-layout ``.rec`` files
+  (``ImageRecordDataset``) or image folders (``ImageFolderDataset``, wrapped so an undecodable image
+  is skipped with a warning naming it, and the run stops past 1% of failures).
 
 Layouts (made by tools/prepare_cifar.py, tools/prepare_digits.py, tools/prepare_imagenet.py):
 
 * CIFAR-like (cifar10, cifar100, digits): ``DIR/train.rec, DIR/test.rec`` (+ ``.idx``) and
   ``DIR/images/{train,test}/<class>/*.png``.
-* ImageNet-like: ``DIR/train.rec, DIR/val.rec`` (+ ``.idx``) for ``--use-rec`` and
-  ``DIR/train/<class>/*, DIR/val/<class>/*`` otherwise.
+* ImageNet-like: ``DIR/train.rec, DIR/val.rec`` (+ ``.idx``) and ``DIR/train/<class>/*,
+  DIR/val/<class>/*``; the FBN scripts read ``train_256_q90.rec``/``train_480_q90.rec`` and
+  ``val_256_q90.rec``.
 
 Every loader yields ``(data, label)`` NDArray batches, knows its number of batches per epoch, and
 takes ``set_epoch(e)``: shuffling (and, with ``num_workers=0``, augmentation) is a function of
-(seed, epoch), so a resumed run sees the same data as an uninterrupted one. ``num_parts`` /
-``part_index`` give every distributed worker a disjoint, equal share (mxnet-notes §1.2, §6).
+(seed, epoch). ``num_parts`` / ``part_index`` give every distributed worker a disjoint, equal share
+(mxnet-notes §1.2, §6).
 
-Augmentation follows gluon-cv's scripts: CIFAR RandomCrop(32, pad 4) + flip + Normalize(CIFAR
-mean/std) (aff.md §3.2); ImageNet RandomResizedCrop(0.08-1, 3/4-4/3) + flip + jitter 0.4 + lighting
-0.1, evaluation resize ceil(224/0.875) + centre crop (aff.md §3.1).
+Augmentation: FBN (fbn.md §5.1, §5.3) mean subtraction only, CIFAR pad 4 + random crop + flip,
+ImageNet the tornadomeet levels; gluon-cv (AFF, aff.md §3) CIFAR RandomCrop(32, pad 4) + flip +
+Normalize(CIFAR mean/std), ImageNet RandomResizedCrop(0.08-1, 3/4-4/3) + flip + jitter 0.4 +
+lighting 0.1, evaluation resize ceil(224/0.875) + centre crop; bL-Net (blnet.md §3) the same without
+lighting.
 """
-import logging
 import math
 import os
-import random
 
 import mxnet as mx
 import numpy as np
 from mxnet import gluon
 from mxnet.gluon.data.vision import transforms
 
+from . import integrity
+
 __all__ = ["CIFAR_MEAN", "CIFAR_STD", "IMAGENET_MEAN_RGB", "IMAGENET_STD_RGB", "DATASET_CLASSES",
            "ShardedShuffleSampler", "Loader", "DatasetLoader", "RecIterLoader", "cifar_transforms",
-           "imagenet_transforms", "cifar_datasets", "imagenet_folder_datasets", "imagenet_rec_iters",
-           "count_records", "seed_everything", "num_classes_of"]
+           "imagenet_transforms", "RecordIterData", "DatasetData", "cifar_data", "imagenet_folder_data",
+           "num_classes_of", "fbn_rec_kwargs", "gluoncv_rec_kwargs"]
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
 IMAGENET_MEAN_RGB = (123.68, 116.779, 103.939)
 IMAGENET_STD_RGB = (58.393, 57.12, 57.375)
 DATASET_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10, "imagenet": 1000}
-
-
-def seed_everything(seed):
-    """Seed Python, NumPy and MXNet generators (augmentation, mixup, initialisation)."""
-    random.seed(seed)
-    np.random.seed(seed % (2 ** 32))
-    mx.random.seed(seed)
 
 
 def num_classes_of(dataset, fallback=None):
@@ -76,10 +86,11 @@ class ShardedShuffleSampler(gluon.data.sampler.Sampler):
 
 
 class Loader:
-    """Interface of the training core's data: iterate ``(data, label)``; ``num_batches``,
-    ``num_samples`` per epoch; ``set_epoch(e)``."""
+    """Interface of the engine's loaders: iterate ``(data, label)``; ``num_batches``, ``num_samples``
+    per epoch and ``num_records`` (this worker's share of the dataset); ``set_epoch(e)``."""
     num_batches = 0
     num_samples = 0
+    num_records = 0
 
     def set_epoch(self, epoch):
         pass
@@ -99,6 +110,7 @@ class DatasetLoader(Loader):
 
     def __init__(self, dataset, batch_size, transform=None, train=True, num_workers=0, num_parts=1, part_index=0,
                  seed=0):
+        self.source = dataset
         self.dataset = dataset.transform_first(transform) if transform is not None else dataset
         self.sampler = ShardedShuffleSampler(len(dataset), shuffle=train, num_parts=num_parts,
                                              part_index=part_index, seed=seed)
@@ -106,7 +118,7 @@ class DatasetLoader(Loader):
         last = "discard" if train else "keep"
         self.loader = gluon.data.DataLoader(self.dataset, batch_sampler=gluon.data.BatchSampler(
             self.sampler, batch_size, last), num_workers=num_workers)
-        n = len(self.sampler)
+        n = self.num_records = len(self.sampler)
         self.num_batches = n // batch_size if train else int(math.ceil(n / float(batch_size)))
         self.num_samples = self.num_batches * batch_size if train else n
         if train and self.num_batches == 0:
@@ -115,6 +127,8 @@ class DatasetLoader(Loader):
 
     def set_epoch(self, epoch):
         self.sampler.set_epoch(epoch)
+        if hasattr(self.source, "set_epoch"):  # integrity.SafeDataset counts skipped images per epoch
+            self.source.set_epoch(epoch)
 
     def __iter__(self):
         for data, label in self.loader:
@@ -122,28 +136,44 @@ class DatasetLoader(Loader):
 
 
 class RecIterLoader(Loader):
-    """``mx.io.ImageRecordIter`` as a Loader. Validation batches are trimmed to the true record count
-    (the iterator pads the last batch, and ``batch.pad`` is stale after ``reset()``, mxnet-notes §7)."""
+    """``mx.io.ImageRecordIter`` as a Loader. ``make_iter(seed)`` creates the iterator; for training it is
+    re-created by ``set_epoch(e)`` with ``seed + e`` (the order of epoch e is then a function of (seed,
+    e)). ``last_batch``: 'pad' = ceil(n / batch) batches, the last one completed from the start of the
+    file (the iterator's ``round_batch``, as the original FBN scripts), 'discard' = floor(n / batch).
+    Validation batches are trimmed to the true record count (the iterator pads the last batch, and
+    ``batch.pad`` is stale after ``reset()``, mxnet-notes §7). MXNet errors name ``path``."""
 
-    def __init__(self, rec_iter, num_samples, batch_size, train):
-        self.it, self.batch_size, self.train = rec_iter, batch_size, train
-        self.num_samples = int(num_samples)
-        self.num_batches = int(math.ceil(self.num_samples / float(batch_size)))
+    def __init__(self, make_iter, num_samples, batch_size, train, path, last_batch="discard", seed=0):
+        self.make_iter, self.batch_size, self.train, self.path = make_iter, int(batch_size), train, path
+        self.seed, self.epoch, self.it = int(seed), 0, None
+        self.num_samples = self.num_records = int(num_samples)
         if train:
-            self.num_batches = max(1, self.num_samples // batch_size)
-            self.num_samples = self.num_batches * batch_size
+            n = self.num_samples / float(batch_size)
+            self.num_batches = max(1, int(math.ceil(n)) if last_batch == "pad" else int(n))
+            self.num_samples = self.num_batches * self.batch_size
+        else:
+            self.num_batches = int(math.ceil(self.num_samples / float(batch_size)))
+
+    def set_epoch(self, epoch):
+        if self.train and (self.it is None or epoch != self.epoch):
+            self.it = None
+        self.epoch = int(epoch)
 
     def __iter__(self):
-        self.it.reset()
-        left = self.num_samples
-        for i, batch in enumerate(self.it):
-            if i >= self.num_batches or left <= 0:
-                break
-            data, label = batch.data[0], batch.label[0]
-            if data.shape[0] > left:
-                data, label = data[:left], label[:left]
-            left -= data.shape[0]
-            yield data, label
+        with integrity.mxnet_errors(self.path):
+            if self.it is None:
+                self.it = self.make_iter(self.seed + (self.epoch if self.train else 0))
+            else:
+                self.it.reset()
+            left = self.num_samples
+            for i, batch in enumerate(self.it):
+                if i >= self.num_batches or left <= 0:
+                    break
+                data, label = batch.data[0], batch.label[0]
+                if data.shape[0] > left:
+                    data, label = data[:left], label[:left]
+                left -= data.shape[0]
+                yield data, label
 
 
 # ------------------------------------------------------------------------------------------------
@@ -172,81 +202,198 @@ def imagenet_transforms(train, input_size=224, crop_ratio=0.875, jitter=0.4, lig
                                transforms.ToTensor(), norm])
 
 
+
+
 # ------------------------------------------------------------------------------------------------
-# Datasets
+# Data specs (what the engine asks of the data; see the module doc)
 # ------------------------------------------------------------------------------------------------
-def _need(path, what, hint):
-    if not os.path.exists(path):
-        raise FileNotFoundError("%s not found: %s. %s" % (what, path, hint))
-    return path
+def num_classes_of(dataset, fallback=None):
+    """Classes of a known dataset name, else ``fallback``."""
+    return DATASET_CLASSES.get(str(dataset).lower(), fallback)
 
 
-def count_records(idx_path):
-    """Number of records listed in an im2rec ``.idx`` file."""
-    with open(idx_path) as f:
-        return sum(1 for line in f if line.strip())
+class _Spec:
+    name = "data"
+    nominal_train = None   # images assumed by a dry run without data (never for training)
+    last_batch = "discard"
+
+    def batches_per_epoch(self, n, per_worker, workers):
+        share = n // workers
+        return max(1, int(math.ceil(share / float(per_worker)))) if self.last_batch == "pad" else share // per_worker
+
+    def missing_message(self):
+        missing = [p for p in self.paths if not os.path.exists(p)]
+        return "data not found: %s. %s (--dry-run checks a command without data)" % (", ".join(missing), self.hint)
+
+    def exists(self):
+        return all(os.path.exists(p) for p in self.paths)
 
 
-def _prep_hint(data_dir, dataset):
-    if dataset == "digits":
-        return "Create it with `python tools/prepare_digits.py --out %s`." % data_dir
-    if dataset in ("cifar10", "cifar100"):
-        return "Create it with `python tools/prepare_cifar.py --dataset %s --out %s`." % (dataset, data_dir)
-    return "Point --data-dir at a folder with train/test .rec files or images/{train,test}/<class>/."
+def _merge_labels(summaries):
+    return {"num_classes": max(s.num_classes for s in summaries), "min": min(s.min for s in summaries),
+            "max": max(s.max for s in summaries)}
 
 
-def cifar_datasets(data_dir, use_rec=True, dataset="cifar100"):
-    """(train, test) Gluon datasets of a CIFAR-layout folder: ImageRecordDataset on
-    ``train.rec``/``test.rec`` when ``use_rec``, ImageFolderDataset on ``images/{train,test}`` otherwise.
-    Samples are (HxWx3 uint8 image, label)."""
-    data_dir = os.path.expanduser(data_dir)
-    hint = _prep_hint(data_dir, dataset)
-    if use_rec:
-        out = []
-        for split in ("train", "test"):
-            rec = _need(os.path.join(data_dir, split + ".rec"), "RecordIO file", hint)
-            _need(os.path.splitext(rec)[0] + ".idx", "RecordIO index", hint)
-            out.append(gluon.data.vision.ImageRecordDataset(rec, flag=1))
-        return tuple(out)
-    out = []
-    for split in ("train", "test"):
-        root = _need(os.path.join(data_dir, "images", split), "image folder", hint + " (or pass --use-rec)")
-        out.append(gluon.data.vision.ImageFolderDataset(root, flag=1))
-    return tuple(out)
+class RecordIterData(_Spec):
+    """``ImageRecordIter`` on ``train_rec`` / ``val_rec``; ``train_kwargs`` / ``val_kwargs`` are its
+    augmentation and normalisation arguments (see :func:`fbn_rec_kwargs`, :func:`gluoncv_rec_kwargs`)."""
+
+    def __init__(self, train_rec, val_rec, train_kwargs, val_kwargs, *, last_batch="discard", threads=4,
+                 nominal_train=None, num_examples=None, idx=None,
+                 hint="Make the files with the tools/prepare_*.py scripts"):
+        self.train_rec, self.val_rec, self.num_examples = train_rec, val_rec, num_examples
+        self.idx = {rec: os.path.splitext(rec)[0] + ".idx" for rec in (train_rec, val_rec)}
+        self.idx.update({k: v for k, v in (idx or {}).items() if v})
+        self.train_kwargs, self.val_kwargs = dict(train_kwargs), dict(val_kwargs)
+        self.last_batch, self.threads, self.nominal_train, self.hint = last_batch, max(1, int(threads)), nominal_train, hint
+        self.paths = [train_rec, val_rec]
+        self.name = train_rec
+        self._scans = {}
+
+    def verify(self):
+        for rec in self.paths:
+            self._scans[rec] = integrity.verify_recordio(rec, self.idx[rec])
+
+    def label_summary(self):
+        return _merge_labels([integrity.label_summary(p) for p in self.paths])
+
+    def _count(self, rec):
+        if rec not in self._scans:
+            self._scans[rec] = integrity.verify_recordio(rec, self.idx[rec], sample_decode=0)
+        return self._scans[rec].records
+
+    def num_train(self):
+        """Training images per epoch: every record, or ``num_examples`` when that is fewer."""
+        n = self._count(self.train_rec)
+        return min(n, self.num_examples) if self.num_examples else n
+
+    def _idx(self, rec):
+        return {"path_imgidx": self.idx[rec]} if os.path.exists(self.idx[rec]) else {}
+
+    def loaders(self, batch, part=0, parts=1, seed=0):
+        common = dict(data_name="data", label_name="softmax_label", batch_size=batch,
+                      preprocess_threads=self.threads)
+
+        def make_train(s):
+            return mx.io.ImageRecordIter(path_imgrec=self.train_rec, shuffle=True, seed=s, num_parts=parts,
+                                         part_index=part, **self._idx(self.train_rec), **common, **self.train_kwargs)
+
+        def make_val(_):
+            return mx.io.ImageRecordIter(path_imgrec=self.val_rec, shuffle=False, round_batch=False,
+                                         **self._idx(self.val_rec), **common, **self.val_kwargs)
+        train = RecIterLoader(make_train, self.num_train() // parts, batch, True, self.train_rec,
+                              last_batch=self.last_batch, seed=seed)
+        val = RecIterLoader(make_val, self._count(self.val_rec), batch, False, self.val_rec)
+        return train, val
 
 
-def imagenet_folder_datasets(data_dir):
-    """(train, val) ImageFolderDatasets of ``DIR/train/<class>`` and ``DIR/val/<class>``."""
-    data_dir = os.path.expanduser(data_dir)
-    hint = "Expected DIR/train/<class>/*.JPEG and DIR/val/<class>/*.JPEG (tools/prepare_imagenet.py sorts val/)."
-    return tuple(gluon.data.vision.ImageFolderDataset(_need(os.path.join(data_dir, s), "image folder", hint))
-                 for s in ("train", "val"))
+def fbn_rec_kwargs(dataset, data_shape, pad_fill=127, aug_level=2, mean=IMAGENET_MEAN_RGB):
+    """(train, val) ImageRecordIter arguments of the original FBN scripts (fbn.md §5.1, §5.3): mean
+    subtraction only; CIFAR pad 4 (fill ``pad_fill``) + random crop + mirror; ImageNet random crop +
+    mirror, level 2 adds scale [0.533, 1], aspect 0.25 and HSL (36, 50, 50), level 3 rotation 10 and
+    shear 0.1."""
+    norm = dict(label_width=1, mean_r=mean[0], mean_g=mean[1], mean_b=mean[2],
+                data_shape=(3, data_shape, data_shape))
+    if dataset == "cifar":
+        aug = dict(pad=4, fill_value=int(pad_fill), rand_crop=True, rand_mirror=True)
+    else:
+        lvl = aug_level
+        aug = dict(pad=0, rand_crop=True, rand_mirror=True, max_random_scale=1.0,
+                   min_random_scale=1.0 if lvl == 1 else 0.533, max_aspect_ratio=0.0 if lvl == 1 else 0.25,
+                   random_h=0 if lvl == 1 else 36, random_s=0 if lvl == 1 else 50, random_l=0 if lvl == 1 else 50,
+                   max_rotate_angle=0 if lvl <= 2 else 10, max_shear_ratio=0.0 if lvl <= 2 else 0.1)
+    return dict(norm, prefetch_buffer=4, **aug), dict(norm, prefetch_buffer=4, rand_crop=False, rand_mirror=False)
 
 
-def imagenet_rec_iters(rec_train, rec_train_idx, rec_val, rec_val_idx, batch_size, num_workers=4, input_size=224,
-                       crop_ratio=0.875, jitter=0.4, lighting=0.1, num_parts=1, part_index=0, seed=0):
-    """(train, val) RecIterLoaders over ``mx.io.ImageRecordIter`` with gluon-cv's ImageNet
-    augmentation (aff.md §3.1). The training records are sharded with ``num_parts``/``part_index``."""
-    hint = "Make them with `python tools/prepare_imagenet.py` (gluon-cv im2rec recipe) or pass --rec-train etc."
-    for p in (rec_train, rec_train_idx, rec_val, rec_val_idx):
-        _need(os.path.expanduser(p), "RecordIO file", hint)
-    rec_train, rec_train_idx, rec_val, rec_val_idx = (os.path.expanduser(p) for p in
-                                                      (rec_train, rec_train_idx, rec_val, rec_val_idx))
+def gluoncv_rec_kwargs(input_size=224, crop_ratio=0.875, jitter=0.4, lighting=0.1):
+    """(train, val) ImageRecordIter arguments of gluon-cv's ImageNet recipe (aff.md §3.1; bL-Net without
+    lighting): RandomResizedCrop 0.08-1, aspect 3/4-4/3, mirror, colour jitter, PCA lighting; evaluation
+    resize ceil(input/crop_ratio) + centre crop; ImageNet mean/std."""
     norm = dict(mean_r=IMAGENET_MEAN_RGB[0], mean_g=IMAGENET_MEAN_RGB[1], mean_b=IMAGENET_MEAN_RGB[2],
-                std_r=IMAGENET_STD_RGB[0], std_g=IMAGENET_STD_RGB[1], std_b=IMAGENET_STD_RGB[2])
-    threads = max(1, int(num_workers))
-    train = mx.io.ImageRecordIter(
-        path_imgrec=rec_train, path_imgidx=rec_train_idx, preprocess_threads=threads, shuffle=True,
-        batch_size=batch_size, data_shape=(3, input_size, input_size), rand_mirror=True, random_resized_crop=True,
-        max_aspect_ratio=4. / 3., min_aspect_ratio=3. / 4., max_random_area=1, min_random_area=0.08,
-        brightness=jitter, saturation=jitter, contrast=jitter, pca_noise=lighting, num_parts=num_parts,
-        part_index=part_index, seed=seed, **norm)
-    val = mx.io.ImageRecordIter(
-        path_imgrec=rec_val, path_imgidx=rec_val_idx, preprocess_threads=threads, shuffle=False,
-        batch_size=batch_size, resize=int(math.ceil(input_size / crop_ratio)), data_shape=(3, input_size, input_size),
-        **norm)
-    n_train = count_records(rec_train_idx) // num_parts
-    n_val = count_records(rec_val_idx)
-    logging.info("RecordIO: %d training records for this worker (%d parts), %d validation records",
-                 n_train, num_parts, n_val)
-    return RecIterLoader(train, n_train, batch_size, True), RecIterLoader(val, n_val, batch_size, False)
+                std_r=IMAGENET_STD_RGB[0], std_g=IMAGENET_STD_RGB[1], std_b=IMAGENET_STD_RGB[2],
+                data_shape=(3, input_size, input_size))
+    train = dict(norm, rand_mirror=True, random_resized_crop=True, max_aspect_ratio=4. / 3.,
+                 min_aspect_ratio=3. / 4., max_random_area=1, min_random_area=0.08, brightness=jitter,
+                 saturation=jitter, contrast=jitter, pca_noise=lighting)
+    val = dict(norm, resize=int(math.ceil(input_size / crop_ratio)))
+    return train, val
+
+
+class DatasetData(_Spec):
+    """Gluon datasets behind DataLoaders. ``make_sets()`` returns the (train, val) datasets of (HxWx3
+    uint8 image, label) samples; ``paths`` are what must exist; ``rec_files`` are checked by
+    :func:`mxrepro.integrity.verify_recordio`, ``label_paths`` give the label range."""
+
+    def __init__(self, name, paths, make_sets, train_transform, val_transform, *, num_workers=0, rec_files=(),
+                 label_paths=(), nominal_train=None, hint=""):
+        self.name, self.paths, self.make_sets = name, list(paths), make_sets
+        self.train_transform, self.val_transform = train_transform, val_transform
+        self.num_workers, self.rec_files, self.label_paths = int(num_workers), list(rec_files), list(label_paths)
+        self.nominal_train, self.hint = nominal_train, hint
+        self._sets = None
+
+    def _datasets(self):
+        if self._sets is None:
+            self._sets = self.make_sets()
+            tr, va = self._sets
+            syn_t, syn_v = getattr(tr, "synsets", None), getattr(va, "synsets", None)
+            if syn_t is not None and syn_v is not None and syn_t != syn_v:
+                raise integrity.DataError("%s: the training and validation folders have different classes (%d vs %d "
+                                          "folders)" % (self.name, len(syn_t), len(syn_v)))
+            if len(tr) == 0:
+                raise integrity.DataError("%s: no training images" % self.name)
+        return self._sets
+
+    def verify(self):
+        for rec in self.rec_files:
+            integrity.verify_recordio(rec)
+        self._datasets()
+
+    def label_summary(self):
+        return _merge_labels([integrity.label_summary(p) for p in self.label_paths])
+
+    def num_train(self):
+        return len(self._datasets()[0])
+
+    def loaders(self, batch, part=0, parts=1, seed=0):
+        tr, va = self._datasets()
+        train = DatasetLoader(tr, batch, self.train_transform, train=True, num_workers=self.num_workers,
+                              num_parts=parts, part_index=part, seed=seed)
+        val = DatasetLoader(va, batch, self.val_transform, train=False, num_workers=self.num_workers)
+        return train, val
+
+
+def cifar_data(data_dir, use_rec=True, dataset="cifar100", num_workers=0, train_transform=None,
+               val_transform=None):
+    """A CIFAR-layout folder (tools/prepare_cifar.py / prepare_digits.py): ``train.rec``/``test.rec``
+    through ImageRecordDataset, or ``images/{train,test}/<class>/`` through image-folder datasets
+    that skip undecodable files. Default transforms: gluon-cv's CIFAR ones."""
+    data_dir = os.path.expanduser(data_dir)
+    if dataset == "digits":
+        hint = "Create it with `python tools/prepare_digits.py --out %s`." % data_dir
+    elif dataset in ("cifar10", "cifar100"):
+        hint = "Create it with `python tools/prepare_cifar.py --dataset %s --out %s`." % (dataset, data_dir)
+    else:
+        hint = "Point --data-dir at a folder with train.rec/test.rec or images/{train,test}/<class>/."
+    tt = train_transform if train_transform is not None else cifar_transforms(True)
+    vt = val_transform if val_transform is not None else cifar_transforms(False)
+    if use_rec:
+        recs = [os.path.join(data_dir, s + ".rec") for s in ("train", "test")]
+        return DatasetData(data_dir, recs, lambda: tuple(gluon.data.vision.ImageRecordDataset(r, flag=1) for r in recs),
+                           tt, vt, num_workers=num_workers, rec_files=recs, label_paths=recs, hint=hint,
+                           nominal_train=50000)
+    roots = [os.path.join(data_dir, "images", s) for s in ("train", "test")]
+    return DatasetData(data_dir, roots, lambda: tuple(integrity.SafeImageFolderDataset(r, flag=1) for r in roots),
+                       tt, vt, num_workers=num_workers, label_paths=roots[:1], hint=hint + " (or pass --use-rec)",
+                       nominal_train=50000)
+
+
+def imagenet_folder_data(data_dir, train_transform, val_transform, num_workers=0):
+    """``DIR/train/<class>/`` and ``DIR/val/<class>/`` image folders (undecodable images skipped)."""
+    data_dir = os.path.expanduser(data_dir)
+    roots = [os.path.join(data_dir, s) for s in ("train", "val")]
+    return DatasetData(data_dir, roots, lambda: tuple(integrity.SafeImageFolderDataset(r) for r in roots),
+                       train_transform, val_transform, num_workers=num_workers, label_paths=roots[:1],
+                       nominal_train=1281167,
+                       hint="Expected DIR/train/<class>/*.JPEG and DIR/val/<class>/*.JPEG (tools/prepare_imagenet.py "
+                            "sorts val/), or train.rec/val.rec")

@@ -30,8 +30,8 @@ SHAPE = (3, 8, 8)
 
 def opt_params(family, lr_step=2):
     """SGD-momentum with a schedule that drops at update ``lr_step + 1``, of the kind each family's
-    scripts use: gluoncv's LRScheduler (Gluon) and the FBN slow-start schedule from
-    mxrepro.fbn_train (Module). Under dist_sync the optimizer and its scheduler are pickled to the
+    scripts use: gluoncv's LRScheduler (Gluon) and the engine's schedule with the FBN slow-start
+    (mxrepro.engine.schedule, Module). Under dist_sync the optimizer and its scheduler are pickled to the
     server and run there: the server must be able to import them (tools/launch.py's server
     bootstrap) and its update count must advance once per synchronous step (= per worker
     iteration), not once per worker push."""
@@ -39,8 +39,10 @@ def opt_params(family, lr_step=2):
         from gluoncv.utils import LRScheduler
         sched = LRScheduler("step", base_lr=0.1, niters=100, step_iter=[lr_step], step_factor=0.3)
     else:
-        from mxrepro.fbn_train import SlowStartScheduler
-        sched = SlowStartScheduler(1, steps=[lr_step], factor=0.3, slowstart=1, scale=0.5, base_lr=0.1)
+        from mxrepro.engine.schedule import ScheduleSpec, build_schedule
+        sched = build_schedule(ScheduleSpec("step", decay_epochs=[lr_step], factor=0.3, warmup_epochs=1, warmup_lr=0.05,
+                                            warmup_mode="slowstart"),
+                               0.1, num_epochs=100, updates_per_epoch=1)
     return {"learning_rate": 0.1, "momentum": 0.9, "wd": 1e-4, "lr_scheduler": sched}
 
 
@@ -75,7 +77,7 @@ def gluon_net():
 
 def train_gluon(kv, rank, num_workers, steps, batch, data, lr_step=2):
     """``trainer.step(batch * num_workers)`` under dist_sync: the server sums the workers' gradients
-    and applies rescale_grad once, so this normalises by the combined batch (as mxrepro/train.py)."""
+    and applies rescale_grad once, so this normalises by the combined batch (as mxrepro/engine/steps.py)."""
     x, y = data
     net = gluon_net()
     net.initialize(mx.init.Zero())
@@ -108,7 +110,7 @@ def fbn_symbol():
 
 
 def train_module(kv, rank, num_workers, steps, batch, data, lr_step=2):
-    """Module API as mxrepro/fbn_train.py: for dist_sync kvstores Module itself sets
+    """Module API as mxrepro/engine/steps.py: for dist_sync kvstores Module itself sets
     rescale_grad = 1/(batch*num_workers) and the optimizer runs on the servers."""
     x, y = data
     sym = fbn_symbol()

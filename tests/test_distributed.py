@@ -91,7 +91,7 @@ def launch_script(args, cwd, timeout_s):
 
 
 def test_gluon_script_dist_sync(toy_rec, tmp_path):
-    """cifar/train_aff_cifar.py (Gluon core mxrepro/train.py) with --kv-store dist_sync: each of the
+    """cifar/train_aff_cifar.py (the engine's Gluon step) with --kv-store dist_sync: each of the
     two workers runs 64 / 2 / 8 = 4 iterations per epoch on its shard, the servers load the
     script's gluoncv LR schedule, and the job ends cleanly."""
     r = launch_script([os.path.join(ROOT, "cifar", "train_aff_cifar.py"), "--dataset", "toy", "--data-dir",
@@ -109,6 +109,7 @@ def test_gluon_script_dist_sync(toy_rec, tmp_path):
         assert all(float(x) < 10 for _, _, _, x in batches), batches    # finite, no blow-up
     ranks = set(re.findall(r"kvstore rank (\d) of 2", r.stdout))
     assert ranks == {"0", "1"}
+    assert "global batch 16 = 8 per device x 1 device x 2 workers" in r.stdout
 
 
 def test_fbn_script_dist_sync(toy_rec, tmp_path):
@@ -125,11 +126,11 @@ def test_fbn_script_dist_sync(toy_rec, tmp_path):
     ranks = set()
     for log in ("toy.log", "toy-rank1.log"):
         text = (tmp_path / "log" / log).read_text()
-        assert "epoch size 4 updates (64 examples / 2 worker(s) / batch 8)" in text, text[-2000:]
+        assert "4 iterations per epoch, global batch 16 = 8 per device x 1 device x 2 workers" in text, text[-2000:]
         ranks |= set(re.findall(r"kvstore dist_sync: rank (\d) of 2", text))
-        lrs = [(int(u), float(lr)) for u, lr in re.findall(r"Update\[(\d+)\] lr=([0-9.e+-]+)", text)]
+        lrs = [(int(u), float(lr)) for u, lr in re.findall(r"Update\[(\d+)\].*? lr=([0-9.e+-]+)", text)]
         assert lrs == [(u, 0.05 if u <= 4 else 0.005) for u in range(1, 9)], lrs
     assert ranks == {"0", "1"}
     files = sorted(os.listdir(tmp_path / "model"))
-    assert files == ["toy-0001.params", "toy-0001.states", "toy-0002.params", "toy-0002.states",
-                     "toy-symbol.json"], files
+    assert files == sorted(["toy-%s.%s" % (t, e) for t in ("0001", "0002", "latest", "best")
+                            for e in ("params", "states", "json")] + ["toy-symbol.json"]), files

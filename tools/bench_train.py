@@ -4,8 +4,9 @@
     python tools/bench_train.py                       # batch 64, CIFAR-100 head, F=20
     python tools/bench_train.py --batch-size 128 --rounds 5 --iters 3 --json out.json
 
-Both networks are trained in the same process exactly as cifar/train_cifar.py does (Module API,
-SGD momentum, clip 10, Xavier init) on random 3x32x32 batches; measurement rounds alternate
+Both networks are trained in the same process with the engine's Module step and the optimizer
+cifar/train_cifar.py builds (its recipe: SGD momentum, clip 10, Xavier init, slow-start schedule) on
+random 3x32x32 batches; measurement rounds alternate
 between the two networks so machine-load drift hits both equally. Prints images/s for each, the
 median step times and their ratio (the issue's target: FBN step time <= 1.20x the baseline's).
 """
@@ -17,23 +18,28 @@ import sys
 import time
 
 
-import mxrepro  # noqa: E402,F401
-import mxnet as mx  # noqa: E402
-import numpy as np  # noqa: E402
+import mxrepro  # noqa: F401
+import mxnet as mx
+import numpy as np
+import symbols  # noqa: F401  (registers the FBN networks)
 
-from mxrepro import fbn_train  # noqa: E402
+from mxrepro.engine import build_schedule, make_optimizer
+from mxrepro.engine.steps import ModuleStep
+from mxrepro.recipes import fbn
 
 
 def make_module(network, a):
-    args = fbn_train.parse_args("cifar", ["--network", network, "--num-classes", str(a.num_classes),
-                                          "--res-module-num", str(a.res_module_num), "--batch-size",
-                                          str(a.batch_size), "--gpus", "", "--fmconv-factor", str(a.fmconv_factor)])
-    sym = fbn_train.build_symbol(args)
-    mod = mx.mod.Module(sym, context=[mx.cpu()])
-    mod.bind(data_shapes=[("data", (a.batch_size, 3, 32, 32))], label_shapes=[("softmax_label", (a.batch_size,))])
-    mod.init_params(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2))
-    sched = fbn_train.SlowStartScheduler(390, [100, 150], slowstart=3, base_lr=0.1)
-    mod.init_optimizer(optimizer=fbn_train.make_optimizer(args, sym, sched, 1.0 / a.batch_size))
+    args = fbn.build_parser("cifar").parse_args([
+        "--network", network, "--num-classes", str(a.num_classes), "--res-module-num", str(a.res_module_num),
+        "--batch-size", str(a.batch_size), "--gpus", "", "--fmconv-factor", str(a.fmconv_factor),
+        "--lr-step", "100,150", "--fmconv-slowstart", "3", "--num-epoches", "200"])
+    cfg, _, build = fbn.config_from_args(args, [])
+    step = ModuleStep(build(a.num_classes), [mx.cpu()], a.batch_size, (3, 32, 32))
+    step.initialize(cfg.initializer)
+    sched = build_schedule(cfg.schedule, cfg.lr, cfg.epochs, 390)
+    step.bind_optimizer(make_optimizer(cfg.optimizer, cfg.lr, sched, 1.0 / a.batch_size), "local",
+                        cfg.optimizer.rules)
+    mod = step.mod
     rng = np.random.RandomState(0)
     batch = mx.io.DataBatch(data=[mx.nd.array(rng.randn(a.batch_size, 3, 32, 32) * 60)],
                             label=[mx.nd.array(rng.randint(0, a.num_classes, a.batch_size))])

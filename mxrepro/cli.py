@@ -1,0 +1,67 @@
+"""What every command-line entry point shares: the ``main()`` wrapper (one-line errors and exit codes,
+fail-fast in distributed workers), a help formatter that states each default once, and the
+conversion of a paper's batch flag to the engine's global batch."""
+import argparse
+import os
+import shlex
+import sys
+
+__all__ = ["run_main", "HelpFormatter", "expected_workers", "device_count", "pasteable", "EXIT_CODES"]
+
+# 0 done; 1 diverged (non-finite loss or parameters); 2 bad flag or data (nothing written);
+# 130 / 143 interrupted by SIGINT / SIGTERM (the last complete epoch is saved).
+EXIT_CODES = {"ok": 0, "diverged": 1, "usage": 2, "sigint": 130, "sigterm": 143}
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with each default shown once: ``(default: X)`` is added unless the help text already
+    talks about its default, and never for flags whose default is None or False."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, False, argparse.SUPPRESS, "") \
+                or action.option_strings == [] and action.nargs in ("?", "*"):
+            return text
+        return text + " (default: %(default)s)"
+
+
+def expected_workers(kv_store):
+    """Workers of this job: the launcher's ``DMLC_NUM_WORKER`` under a dist kvstore, else 1."""
+    if str(kv_store).startswith("dist"):
+        return max(1, int(os.environ.get("DMLC_NUM_WORKER", "1")))
+    return 1
+
+
+def device_count(gpus):
+    """Devices of a ``--gpus`` list ('' = one CPU)."""
+    ids = [g for g in str(gpus or "").split(",") if g.strip() not in ("", "-1", "cpu")]
+    return max(1, len(ids))
+
+
+def pasteable(argv):
+    """A command line that can be pasted back into a shell (empty values quoted)."""
+    return shlex.join([str(a) for a in argv])
+
+
+def run_main(main, argv=None):
+    """Run ``main(argv)`` and exit with its status. Bad flags and data (UsageError, DataError) print one
+    ``error: ...`` line and exit 2; a diverged run exits 1; Ctrl-C outside training exits 130. In a
+    distributed worker a failure ends the process at once (:class:`mxrepro.engine.dist.fail_fast`)."""
+    from .engine.config import Diverged, UsageError
+    from .engine.dist import fail_fast
+    from .integrity import DataError
+    with fail_fast():
+        try:
+            code = main(argv)
+        except (UsageError, DataError) as e:
+            sys.stdout.flush()
+            print("error: %s" % e, file=sys.stderr)
+            code = 2
+        except Diverged as e:
+            sys.stdout.flush()
+            print("error: %s; the last good checkpoint is kept" % e, file=sys.stderr)
+            code = 1
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            code = 130
+        sys.exit(code)

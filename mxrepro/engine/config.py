@@ -1,0 +1,167 @@
+"""The one description of a training run that every script produces from its paper's flags.
+
+Batch size has one meaning inside: ``global_batch`` = samples per optimizer step over all devices and
+all workers. Each script converts its own flag at parse time (FBN ``--batch-size``: total over the
+devices of a worker; AFF/gluon-cv ``--batch-size``: per device; bL-Net ``--batch-size``: total) and
+the log prints ``global batch 256 = 64 per device x 4 devices x 1 worker``.
+
+``flags`` maps config fields to the script's flag names so that every check names the flag the
+user typed (``--num-epoches`` in FBN, ``--num-epochs`` in AFF, ``--epochs`` in bL-Net).
+"""
+import dataclasses
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from typing import List, Optional
+
+from .optim import OptimizerSpec
+from .schedule import ScheduleSpec
+
+__all__ = ["RunConfig", "UsageError", "DataError", "Diverged", "Interrupted", "check_output_dir"]
+
+
+class UsageError(Exception):
+    """A bad flag or input found before training: one line, exit status 2, nothing written."""
+    exit_code = 2
+
+
+from ..integrity import DataError  # noqa: E402,F401  (bad or corrupt data: one line naming the file, exit 2)
+
+
+class Diverged(Exception):
+    """A non-finite (or exploding) loss or parameter: the run stops, the last good checkpoint stays."""
+    exit_code = 1
+
+
+class Interrupted(Exception):
+    """SIGINT / SIGTERM during training."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+        self.exit_code = 128 + int(signum)
+
+
+@dataclass
+class RunConfig:
+    """Everything the engine needs besides the network builder and the data (see the module doc)."""
+    family: str                                   # fbn | aff | blnet | ... (log header)
+    model: str                                    # registry name
+    epochs: int
+    global_batch: int
+    lr: float
+    model_kwargs: dict = field(default_factory=dict)
+    num_classes: Optional[int] = None             # None: from the data's labels
+    input_shape: tuple = (3, 224, 224)
+    devices: str = ""                             # '' = CPU, '0,1' = GPUs
+    kv_store: str = "device"
+    lr_rule: str = ""                             # how the recipe scaled the LR (printed)
+    schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
+    optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
+    initializer: object = "xavier"                # see steps.make_initializer
+    dtype: str = "float32"
+    hybridize: bool = True
+    label_smoothing: float = 0.0
+    mixup: bool = False
+    mixup_alpha: float = 0.2
+    mixup_off_epoch: int = 0
+    top_k: int = 5
+    # output: everything the run writes lives under output_dir
+    output_dir: str = "runs"
+    checkpoint_dir: str = ""                      # default: output_dir
+    prefix: str = "model"
+    log_file: str = ""                            # default: <output_dir>/<prefix>.log
+    save_frequency: int = 1                       # periodic NNNN checkpoints (latest/best: always)
+    resume: str = "auto"                          # auto | fresh | PATH (a .params checkpoint)
+    resume_epoch: Optional[int] = None            # epochs done at PATH (default: from its name or .json)
+    resume_states: str = ""                       # optimizer states for PATH (default: beside it)
+    init_params: str = ""                         # start from these weights with a fresh schedule
+    warmup_phase: Optional[dict] = None           # FBN --warmup: {"lr": x, "optimizer": OptimizerSpec}
+    seed: Optional[int] = 0
+    log_interval: int = 50
+    max_batches: int = 0                          # cap batches per epoch (smoke runs); 0 = all
+    flags: dict = field(default_factory=dict)     # field -> the script's flag name
+    command: List[str] = field(default_factory=list)   # the argv to show (pasteable)
+    notes: List[str] = field(default_factory=list)     # recipe lines for the log (switches, quirks)
+    on_epoch: list = field(default_factory=list)       # callables(epoch record) run by rank 0 after each epoch
+    dry_run: bool = False
+
+    def flag(self, name):
+        return self.flags.get(name, "--" + name.replace("_", "-"))
+
+    @property
+    def ckpt_dir(self):
+        return self.checkpoint_dir or self.output_dir
+
+    @property
+    def log_path(self):
+        return self.log_file or os.path.join(self.output_dir, self.prefix + ".log")
+
+    def to_dict(self):
+        d = asdict(dataclasses.replace(self, on_epoch=[], initializer=None))
+        d["initializer"] = self.initializer if isinstance(self.initializer, str) else repr(self.initializer)
+        d["on_epoch"] = [repr(h) for h in self.on_epoch]
+        return d
+
+    def fingerprint(self):
+        """What must be the same for a re-run to continue this run's checkpoint."""
+        return {"model": self.model, "model_kwargs": {k: repr(v) for k, v in sorted(self.model_kwargs.items())},
+                "num_classes": self.num_classes, "global_batch": self.global_batch,
+                "input_shape": list(self.input_shape)}
+
+    # -- checks before anything is built or written ---------------------------------------------
+    def validate(self):
+        """The checks every recipe gets, each a one-line UsageError naming the flag."""
+        def bad(field_name, msg):
+            raise UsageError("%s %s" % (self.flag(field_name), msg))
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            bad("lr", "must be a positive learning rate, got %r" % (self.lr,))
+        if self.global_batch < 1:
+            bad("global_batch", "must be at least 1, got %d" % self.global_batch)
+        if self.epochs < 1:
+            bad("epochs", "must be at least 1, got %d" % self.epochs)
+        warm = int(self.schedule.warmup_epochs)
+        if warm < 0:
+            bad("warmup_epochs", "must be >= 0, got %d" % warm)
+        if warm and warm >= self.epochs:
+            bad("warmup_epochs", "(%d) must be fewer than %s (%d): lower the warm-up or train longer"
+                % (warm, self.flag("epochs"), self.epochs))
+        if warm and self.schedule.warmup_lr >= self.lr:
+            bad("warmup_lr", "(%g) must be below %s (%g), the rate the warm-up ramps up to"
+                % (self.schedule.warmup_lr, self.flag("lr"), self.lr))
+        if self.schedule.mode == "step" and not self.schedule.decay_shift:
+            late = [e for e in self.schedule.decay_epochs if e < warm]
+            if late and warm:
+                bad("decay_epochs", "%s must not fall inside the %d warm-up epochs" % (late, warm))
+        if self.num_classes is not None and self.num_classes < 1:
+            bad("num_classes", "must be at least 1, got %d" % self.num_classes)
+        if self.save_frequency < 0:
+            bad("save_frequency", "must be >= 0, got %d" % self.save_frequency)
+        if self.optimizer.wd < 0:
+            bad("wd", "must be >= 0, got %g" % self.optimizer.wd)
+        if not 0 <= self.optimizer.momentum < 1:
+            bad("momentum", "must be in [0, 1), got %g" % self.optimizer.momentum)
+        if self.log_interval < 0:
+            bad("log_interval", "must be >= 0")
+        if self.dtype not in ("float32", "float16"):
+            bad("dtype", "must be float32 or float16, got %r" % self.dtype)
+
+
+def check_output_dir(path, flag):
+    """Raise UsageError unless ``path`` is, or can be created as, a writable folder. Tested by creating
+    and removing a scratch folder in the nearest existing parent, so nothing is left behind."""
+    p = os.path.abspath(path)
+    probe = p
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        raise UsageError("%s %s: %s is a file, not a folder" % (flag, path, probe))
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".mxrepro-write-test-", dir=probe))
+    except OSError as e:
+        raise UsageError("%s %s is not writable (%s: %s): choose another output folder"
+                         % (flag, path, probe, e.strerror or e))
