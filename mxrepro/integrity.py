@@ -218,8 +218,8 @@ class RecordScan:
         return len(self.starts)
 
 
-def _corrupt(path, rec_no, pos, what):
-    return DataError("%s: record %d at byte %d is %s; %s" % (path, rec_no, pos, what, _hint(path)))
+def _corrupt(path, rec_no, pos, what, hint=None):
+    return DataError("%s: record %d at byte %d is %s; %s" % (path, rec_no, pos, what, hint or _hint(path)))
 
 
 def _open_map(path):
@@ -252,56 +252,62 @@ def _payload(mm, size, pos, limit=None):
         out += _MAGIC_BYTES
 
 
-def scan_recordio(rec, progress=None):
+def scan_recordio(rec, progress=None, *, name=None, hint=None):
     """Walk the record headers of ``rec`` once, seeking past the payloads; return a RecordScan.
     Raises DataError naming the first record with a bad magic, impossible length, broken
     multi-part sequence, a payload too short for the im2rec header, or one cut off by the end of
-    the file. ``progress``: tqdm bar (None: only for files of PROGRESS_BYTES or more)."""
+    the file. ``progress``: tqdm bar (None: only for files of PROGRESS_BYTES or more). ``name`` and
+    ``hint`` replace the path and the advice in messages."""
     size, mm = _open_map(rec)
     try:
-        return _scan(rec, size, mm, progress)
+        return _scan(rec, size, mm, progress, name=name, hint=hint)
     finally:
         if size:
             mm.close()
 
 
-def _scan(rec, size, mm, progress):
+def _scan(path, size, mm, progress, name=None, hint=None):
+    rec = name or path
+
+    def _bad(rec_no, pos, what):
+        return _corrupt(rec, rec_no, pos, what, hint or _hint(path))
+
     starts, ids, labels = array("Q"), array("Q"), array("f")
     head, irh, f32 = _HEAD.unpack_from, _IRHEADER.unpack_from, _F32.unpack_from
     pos, rec_no, open_multi, width = 0, 0, None, 0
     show = size >= PROGRESS_BYTES if progress is None else bool(progress)
-    bar = tqdm(total=size, unit="B", unit_scale=True, desc="checking " + os.path.basename(rec), leave=False,
+    bar = tqdm(total=size, unit="B", unit_scale=True, desc="checking " + os.path.basename(path), leave=False,
                disable=not show)
     last = 0
     try:
         while pos < size:
             if pos + 8 > size:
-                raise _corrupt(rec, rec_no, pos, "truncated (%d bytes left, a record header needs 8: the "
+                raise _bad(rec_no, pos, "truncated (%d bytes left, a record header needs 8: the "
                                                  "file was cut off)" % (size - pos))
             magic, lrec = head(mm, pos)
             if magic != MAGIC:
-                raise _corrupt(rec, rec_no if open_multi is None else open_multi[0], pos,
+                raise _bad(rec_no if open_multi is None else open_multi[0], pos,
                                "corrupt (bad magic 0x%08x)" % magic)
             cflag, length = lrec >> 29, lrec & _LEN_MASK
             end = pos + 8 + ((length + 3) & ~3)
             if end > size:
-                raise _corrupt(rec, rec_no if open_multi is None else open_multi[0], pos,
+                raise _bad(rec_no if open_multi is None else open_multi[0], pos,
                                "truncated (length %d runs past the end of the file at byte %d)" % (length, size))
             if cflag in (0, 1):
                 if open_multi is not None:
-                    raise _corrupt(rec, open_multi[0], open_multi[1], "corrupt (multi-part record not closed "
+                    raise _bad(open_multi[0], open_multi[1], "corrupt (multi-part record not closed "
                                                                       "before byte %d)" % pos)
                 if cflag == 0 and length >= 24:
                     flag, label, rid, _ = irh(mm, pos + 8)
                     if flag:
                         if 24 + 4 * flag > length:
-                            raise _corrupt(rec, rec_no, pos, "corrupt (header says %d labels, payload holds %d "
+                            raise _bad(rec_no, pos, "corrupt (header says %d labels, payload holds %d "
                                                              "bytes)" % (flag, length))
                         label, = f32(mm, pos + 32)
                 else:
                     p = _payload(mm, size, pos, limit=28)
                     if len(p) < 24:
-                        raise _corrupt(rec, rec_no, pos, "corrupt (payload of %d bytes is shorter than the "
+                        raise _bad(rec_no, pos, "corrupt (payload of %d bytes is shorter than the "
                                                          "24-byte image record header)" % len(p))
                     flag, label, rid, _ = _IRHEADER.unpack_from(p, 0)
                     if flag and len(p) >= 28:
@@ -316,28 +322,28 @@ def _scan(rec, size, mm, progress):
                 rec_no += 1
             elif cflag == 2:
                 if open_multi is None:
-                    raise _corrupt(rec, rec_no, pos, "corrupt (a continuation part without a start)")
+                    raise _bad(rec_no, pos, "corrupt (a continuation part without a start)")
             elif cflag == 3:
                 if open_multi is None:
-                    raise _corrupt(rec, rec_no, pos, "corrupt (a final part without a start)")
+                    raise _bad(rec_no, pos, "corrupt (a final part without a start)")
                 open_multi = None
             else:
-                raise _corrupt(rec, rec_no, pos, "corrupt (record flag %d)" % cflag)
+                raise _bad(rec_no, pos, "corrupt (record flag %d)" % cflag)
             pos = end
             if show and rec_no & 4095 == 0:
                 bar.update(pos - last)
                 last = pos
         if open_multi is not None:
-            raise _corrupt(rec, open_multi[0], open_multi[1], "truncated (multi-part record cut off by the "
+            raise _bad(open_multi[0], open_multi[1], "truncated (multi-part record cut off by the "
                                                               "end of the file)")
     finally:
         bar.update(pos - last)
         bar.close()
-    scan = RecordScan(rec, size, starts, ids, labels, width)
+    scan = RecordScan(path, size, starts, ids, labels, width)
     bad = np.flatnonzero(~np.isfinite(scan.labels))
     if len(bad):
         k = int(bad[0])
-        raise _corrupt(rec, k, int(scan.starts[k]), "corrupt (label %s)" % scan.labels[k])
+        raise _bad(k, int(scan.starts[k]), "corrupt (label %s)" % scan.labels[k])
     return scan
 
 
@@ -379,11 +385,14 @@ def read_idx(idx):
     return np.asarray(keys, np.int64), np.asarray(offs, np.int64)
 
 
-def check_idx(idx, rec, scan):
-    """DataError unless the index lists each record of ``scan`` once, at its start."""
+def check_idx(idx, rec, scan, *, name=None, hint=None):
+    """DataError unless the index lists each record of ``scan`` once, at its start. ``name`` (the
+    .rec) and ``hint`` replace the paths and the advice in messages."""
     keys, offs = read_idx(idx)
-    hint = ("the index is stale or belongs to another file; rebuild it (mxrepro.integrity.verify_recordio(..., "
-            "repair=True)) or %s" % _hint(rec))
+    if name:
+        idx, rec = os.path.splitext(name)[0] + ".idx", name
+    hint = "the index is stale or belongs to another file; " + (hint or (
+        "rebuild it (mxrepro.integrity.verify_recordio(..., repair=True)) or %s" % _hint(rec)))
     size = scan.size
     out = np.flatnonzero((offs < 0) | (offs >= max(size, 1)) if size else np.ones(len(offs), bool))
     if len(out):
