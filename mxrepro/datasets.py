@@ -530,7 +530,7 @@ def list_paths(what, paths, reasons=None, shown=LIST_SHOWN):
         return
     log("    %s (%d):" % (what, len(paths)))
     for p in paths[:shown]:
-        log("      %s%s" % (p, " (%s)" % reasons[p] if reasons and p in reasons else ""))
+        log("      %s%s" % (p, ": %s" % reasons[p] if reasons and p in reasons else ""))
     if len(paths) > shown:
         log("      ... and %d more (all listed in %s)" % (len(paths) - shown, INFO_FILE))
 

@@ -121,7 +121,7 @@ def _scan_split(split, split_dir, common, classes, info, force, threads, shuffle
                         ("unreadable/corrupt images", sorted(bad))):
         if names:
             D.warn("%s: skipping %d %s (e.g. %s)" % (split, len(names), what, ", ".join(
-                "%s (%s)" % (n, bad[n]) if n in bad else n for n in names[:3])))
+                "%s: %s" % (n, bad[n]) if n in bad else n for n in names[:3])))
     if not items:
         raise D.DatasetError("%s holds no readable images in class folders; expected %s" % (split_dir, LAYOUT))
     D.write_lst(lst, items)
