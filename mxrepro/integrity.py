@@ -289,6 +289,8 @@ def _scan(path, size, mm, progress, name=None, hint=None):
                 raise _bad(rec_no if open_multi is None else open_multi[0], pos,
                                "corrupt (bad magic 0x%08x)" % magic)
             cflag, length = lrec >> 29, lrec & _LEN_MASK
+            if cflag > 3:
+                raise _bad(rec_no, pos, "corrupt (record flag %d)" % cflag)
             end = pos + 8 + ((length + 3) & ~3)
             if end > size:
                 raise _bad(rec_no if open_multi is None else open_multi[0], pos,
@@ -323,12 +325,10 @@ def _scan(path, size, mm, progress, name=None, hint=None):
             elif cflag == 2:
                 if open_multi is None:
                     raise _bad(rec_no, pos, "corrupt (a continuation part without a start)")
-            elif cflag == 3:
+            else:
                 if open_multi is None:
                     raise _bad(rec_no, pos, "corrupt (a final part without a start)")
                 open_multi = None
-            else:
-                raise _bad(rec_no, pos, "corrupt (record flag %d)" % cflag)
             pos = end
             if show and rec_no & 4095 == 0:
                 bar.update(pos - last)
@@ -350,6 +350,9 @@ def _scan(path, size, mm, progress, name=None, hint=None):
 # ---------------------------------------------------------------------------------------------
 # .idx
 # ---------------------------------------------------------------------------------------------
+_IDX_FIX = "rebuild it (python -m mxrepro.integrity %s --repair) or %s"
+
+
 def read_idx(idx):
     """(keys, offsets) int64 arrays of an im2rec/MXIndexedRecordIO index (``key\\toffset`` lines)."""
     try:
@@ -378,8 +381,8 @@ def read_idx(idx):
                     keys.append(int(tok[0]))
                     offs.append(int(tok[1]))
                 except (ValueError, OverflowError):
-                    raise DataError("%s: line %d is not 'key<TAB>offset' (%r); %s"
-                                    % (idx, n, line[:60].decode("latin-1"), _hint(idx))) from None
+                    raise DataError("%s: line %d is not 'key<TAB>offset' (%r); the index is damaged or stale; %s"
+                                    % (idx, n, line.strip()[:60].decode("latin-1"), _IDX_FIX % (os.path.splitext(idx)[0] + ".rec", _hint(idx)))) from None
     except OSError as e:
         raise DataError("%s: cannot read it (%s)" % (idx, e.strerror or e)) from None
     return np.asarray(keys, np.int64), np.asarray(offs, np.int64)
@@ -391,8 +394,7 @@ def check_idx(idx, rec, scan, *, name=None, hint=None):
     keys, offs = read_idx(idx)
     if name:
         idx, rec = os.path.splitext(name)[0] + ".idx", name
-    hint = "the index is stale or belongs to another file; " + (hint or (
-        "rebuild it (mxrepro.integrity.verify_recordio(..., repair=True)) or %s" % _hint(rec)))
+    hint = "the index is stale or belongs to another file; " + (hint or _IDX_FIX % (rec, _hint(rec)))
     size = scan.size
     out = np.flatnonzero((offs < 0) | (offs >= max(size, 1)) if size else np.ones(len(offs), bool))
     if len(out):
@@ -412,7 +414,7 @@ def check_idx(idx, rec, scan, *, name=None, hint=None):
         if len(u) and c.max() > 1:
             raise DataError("%s: %s %d appears %d times; %s" % (idx, what, u[c.argmax()], c.max(), hint))
     if len(offs) != len(scan):
-        raise DataError("%s lists %d records but %s holds %d; %s" % (idx, len(offs), rec, len(scan), hint))
+        raise DataError("%s: lists %d records but %s holds %d; %s" % (idx, len(offs), rec, len(scan), hint))
 
 
 def _write_idx(idx, scan):
