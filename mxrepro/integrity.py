@@ -5,7 +5,10 @@ bad record header, and raises tracebacks that name no file for a truncated ``.re
 OpenCV cannot decode. This module checks the same things in Python first and reports each problem
 as one :class:`DataError` whose message is a single line naming the file::
 
-    data/imagenet/train.rec: record 1234 at byte 5678 is corrupt (bad magic 0x00000000); re-run tools/prepare_imagenet.py with --force
+    data/imagenet/train.rec: record 1234 at byte 5678 is corrupt (bad magic 0x00000000); re-run ...
+
+(the advice names the tool recorded in the folder's prepare_info.json: ``re-run
+tools/prepare_imagenet.py with --force``).
 
 Public API
 ----------
@@ -31,7 +34,6 @@ import collections
 import contextlib
 import json
 import logging
-import math
 import mmap
 import os
 import re
@@ -48,8 +50,9 @@ from tqdm import tqdm
 
 __all__ = ["DataError", "RecordSummary", "LabelSummary", "verify_recordio", "scan_recordio", "label_summary",
            "check_labels", "image_problem", "image_decode", "file_problem", "check_idx", "read_idx",
-           "record_payload", "open_records", "sample_positions", "file_stamp", "SafeDataset", "SafeImageFolderDataset", "mxnet_errors",
-           "mxnet_call", "GuardedIter", "INFO_FILE", "MAGIC"]
+           "record_payload", "open_records", "sample_positions", "file_stamp", "SafeDataset",
+           "SafeImageFolderDataset", "mxnet_errors", "mxnet_call", "mxnet_message", "GuardedIter", "INFO_FILE",
+           "MAGIC"]
 
 log = logging.getLogger(__name__)
 
@@ -381,8 +384,9 @@ def read_idx(idx):
                     keys.append(int(tok[0]))
                     offs.append(int(tok[1]))
                 except (ValueError, OverflowError):
+                    rec = os.path.splitext(idx)[0] + ".rec"
                     raise DataError("%s: line %d is not 'key<TAB>offset' (%r); the index is damaged or stale; %s"
-                                    % (idx, n, line.strip()[:60].decode("latin-1"), _IDX_FIX % (os.path.splitext(idx)[0] + ".rec", _hint(idx)))) from None
+                                    % (idx, n, line.strip()[:60].decode("latin-1"), _IDX_FIX % (rec, _hint(rec)))) from None
     except OSError as e:
         raise DataError("%s: cannot read it (%s)" % (idx, e.strerror or e)) from None
     return np.asarray(keys, np.int64), np.asarray(offs, np.int64)
@@ -593,14 +597,10 @@ class LabelSummary(collections.namedtuple("LabelSummary", "num_classes min max")
     source = None
 
 
-def _stamp(path):
-    st = os.stat(path)
-    return dict(size=int(st.st_size), mtime_ns=int(st.st_mtime_ns))
-
-
 def file_stamp(path):
     """``{"size", "mtime_ns"}`` of a file, as the prepare tools store it in prepare_info.json."""
-    return _stamp(path)
+    st = os.stat(path)
+    return dict(size=int(st.st_size), mtime_ns=int(st.st_mtime_ns))
 
 
 def _from_info(rec):
@@ -612,7 +612,7 @@ def _from_info(rec):
             info = json.load(f)
         entry = info["outputs"][os.path.splitext(base)[0]]
         lab, stamp = entry["labels"], entry["file"]
-        if {k: stamp[k] for k in ("size", "mtime_ns")} != _stamp(rec):
+        if {k: stamp[k] for k in ("size", "mtime_ns")} != file_stamp(rec):
             return None
         return int(lab["num_classes"]), lab["min"], lab["max"]
     except (OSError, ValueError, KeyError, TypeError):
