@@ -544,7 +544,8 @@ def verify_recordio(rec, idx=None, *, sample_decode=16, repair=False, progress=N
     * ``sample_decode`` records spread over the file decoded as images (:func:`image_problem`;
       -1: every record, which reads the whole file).
 
-    A missing index is not an error: the records are counted by the scan (``idx_used`` False).
+    A missing index is not an error: the records are counted by the scan (``idx_used`` False). An
+    empty file is.
     With ``repair=True`` a missing or inconsistent index is rewritten atomically from the scan;
     otherwise nothing is written. Any problem raises :class:`DataError` with one line such as
     ``PATH: record 12 at byte 3456 is corrupt (bad magic 0x00000000); re-run tools/...``."""
@@ -554,6 +555,8 @@ def verify_recordio(rec, idx=None, *, sample_decode=16, repair=False, progress=N
     if idx is None:
         idx = os.path.splitext(rec)[0] + ".idx"
     size, mm = _open_map(rec)
+    if size == 0:
+        raise DataError("%s: empty file (0 records); %s" % (rec, _hint(rec)))
     try:
         scan = _scan(rec, size, mm, progress)
         used = rebuilt = False
@@ -792,11 +795,13 @@ class SafeDataset(gluon.data.Dataset):
         with self._lock:
             self._count[0], self._count[1] = int(epoch), 0
 
+    def _bad(self):
+        return [self.describe(int(i)) for i in np.flatnonzero(np.frombuffer(self._seen, np.int32)[:self._n])]
+
     def stats(self):
         """``dict(epoch, skipped, bad_files)``: failures this epoch and all failing files so far."""
         with self._lock:
-            bad = [self.describe(i) for i in range(self._n) if self._seen[i]]
-            return dict(epoch=self._count[0], skipped=self._count[1], bad_files=bad)
+            return dict(epoch=self._count[0], skipped=self._count[1], bad_files=self._bad())
 
     def _load(self, i):
         if not self._strict:
@@ -826,7 +831,7 @@ class SafeDataset(gluon.data.Dataset):
             log.warning("skipping %s: %s (%d skipped this epoch)", self.describe(i), why, skipped)
         if distinct > self.max_bad_fraction * self._n:
             with self._lock:
-                bad = [self.describe(j) for j in range(self._n) if self._seen[j]]
+                bad = self._bad()
             raise DataError("%s: %d of %d images (%.1f%%) failed to load, more than the %g%% allowed (%s%s; "
                             "last: %s); fix or remove them (tools/prepare_imagenet.py lists them)"
                             % (self.name, distinct, self._n, 100.0 * distinct / self._n,

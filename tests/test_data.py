@@ -183,6 +183,12 @@ def test_cifar100_fine_by_default_and_coarse_on_request(archives, tmp_path):
     info = json.load(open(str(coarse_out / "prepare_info.json")))
     assert info["outputs"]["train"]["settings"]["labels"] == "coarse_labels"
     assert len(info["outputs"]["train"]["label_counts"]) == 20
+    for split in ("train", "test"):  # label range per split, read back for the engine's --num-classes check
+        coarse = src[split][2]
+        assert info["outputs"][split]["labels"] == dict(min=int(coarse.min()), max=int(coarse.max()), num_classes=20,
+                                                        present=len(set(coarse.tolist())))
+        s = I.label_summary(str(coarse_out / (split + ".rec")))
+        assert tuple(s) == (20, coarse.min(), coarse.max()) and s.source == "prepare_info.json"
 
 
 def test_cifar_rerun_skips_force_redoes_and_settings_clash(archives, cifar10_out, capsys):

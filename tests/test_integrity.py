@@ -198,6 +198,10 @@ def test_truncated_rec(good_rec, tmp_path):
     os.truncate(good_rec, off[11] + 5)  # inside the last header
     with pytest.raises(I.DataError, match=r"record 11 at byte %d is truncated \(5 bytes left" % off[11]):
         I.verify_recordio(good_rec, idx=False)
+    os.truncate(good_rec, 0)
+    with pytest.raises(I.DataError, match="empty file"):
+        I.verify_recordio(good_rec)
+    os.truncate(good_rec, off[11] + 5)
     # mx.recordio's own reader says only "file do not align by 4 bytes" or similar, without the record
     r = mx.recordio.MXRecordIO(good_rec, "r")
     with pytest.raises(mx.base.MXNetError):
