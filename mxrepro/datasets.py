@@ -299,10 +299,10 @@ def verify_records(prefix, items, *, shown, sample=50, short_side=0, decode_all=
                                                                        want_label[k], hint))
     shapes = collections.Counter()
     numbers = range(len(scan)) if decode_all else I.sample_positions(len(scan), sample)
-    with I.open_records(rec) as (size, mm):
+    with I.open_records(rec) as rf:
         for k in numbers:
             pos = int(scan.starts[k])
-            _, _, rid, data = I.record_payload(mm, size, pos)
+            _, _, rid, data = I.record_payload(rf, pos)
             img, why = I.image_decode(data)
             if why:
                 raise DatasetError("%s does not decode: %s; the image changed or broke after it was checked: %s"

@@ -34,7 +34,6 @@ import collections
 import contextlib
 import json
 import logging
-import mmap
 import os
 import re
 import struct
@@ -225,33 +224,46 @@ def _corrupt(path, rec_no, pos, what, hint=None):
     return DataError("%s: record %d at byte %d is %s; %s" % (path, rec_no, pos, what, hint or _hint(path)))
 
 
-def _open_map(path):
-    """(size, mmap or b'') of a file, read-only; pages are read only where headers are looked at."""
-    try:
-        f = open(path, "rb")
-    except OSError as e:
-        raise DataError("%s: cannot open it (%s)" % (path, e.strerror or e)) from None
-    with f:
-        size = os.fstat(f.fileno()).st_size
-        if size == 0:
-            return 0, b""
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    if hasattr(mm, "madvise") and hasattr(mmap, "MADV_RANDOM") and size >= PROGRESS_BYTES:
-        mm.madvise(mmap.MADV_RANDOM)  # big records: no readahead of the payloads we skip
-    return size, mm
+class RecFile:
+    """A file opened for positioned reads (``os.pread``), with its ``size``; a context manager."""
+
+    def __init__(self, path):
+        try:
+            self._f = open(path, "rb", buffering=0)
+        except OSError as e:
+            raise DataError("%s: cannot open it (%s)" % (path, e.strerror or e)) from None
+        self.size = os.fstat(self._f.fileno()).st_size
+
+    def read(self, pos, n):
+        if hasattr(os, "pread"):
+            return os.pread(self._f.fileno(), n, pos)
+        self._f.seek(pos)
+        return self._f.read(n)
+
+    def close(self):
+        self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
-def _payload(mm, size, pos, limit=None):
+def _payload(rf, pos, limit=None):
     """Logical payload of the record starting at ``pos`` (multi-part records joined, the magic put
     back between parts), at most ``limit`` bytes."""
     out = bytearray()
     while True:
-        _, lrec = _HEAD.unpack_from(mm, pos)
+        head = rf.read(pos, 8)
+        if len(head) < 8:
+            return bytes(out)
+        _, lrec = _HEAD.unpack(head)
         cflag, length = lrec >> 29, lrec & _LEN_MASK
-        out += mm[pos + 8:pos + 8 + length]
+        out += rf.read(pos + 8, length if limit is None else max(0, min(length, limit - len(out))))
         pos += 8 + ((length + 3) & ~3)
-        if cflag in (0, 3) or (limit is not None and len(out) >= limit) or pos + 8 > size:
-            return bytes(out if limit is None else out[:limit])
+        if cflag in (0, 3) or (limit is not None and len(out) >= limit) or pos + 8 > rf.size:
+            return bytes(out)
         out += _MAGIC_BYTES
 
 
@@ -261,16 +273,16 @@ def scan_recordio(rec, progress=None, *, name=None, hint=None):
     multi-part sequence, a payload too short for the im2rec header, or one cut off by the end of
     the file. ``progress``: tqdm bar (None: only for files of PROGRESS_BYTES or more). ``name`` and
     ``hint`` replace the path and the advice in messages."""
-    size, mm = _open_map(rec)
-    try:
-        return _scan(rec, size, mm, progress, name=name, hint=hint)
-    finally:
-        if size:
-            mm.close()
+    with RecFile(rec) as rf:
+        return _scan(rec, rf, progress, name=name, hint=hint)
 
 
-def _scan(path, size, mm, progress, name=None, hint=None):
-    rec = name or path
+_WINDOW = 65536  # bytes read at once while records are small; one header at a time past _BIG
+_BIG = 32768
+
+
+def _scan(path, rf, progress, name=None, hint=None):
+    rec, size, read = name or path, rf.size, rf.read
 
     def _bad(rec_no, pos, what):
         return _corrupt(rec, rec_no, pos, what, hint or _hint(path))
@@ -282,12 +294,17 @@ def _scan(path, size, mm, progress, name=None, hint=None):
     bar = tqdm(total=size, unit="B", unit_scale=True, desc="checking " + os.path.basename(path), leave=False,
                disable=not show)
     last = 0
+    buf, b0, b1, window = b"", 0, 0, _WINDOW  # buf holds bytes [b0, b1) of the file
     try:
         while pos < size:
             if pos + 8 > size:
                 raise _bad(rec_no, pos, "truncated (%d bytes left, a record header needs 8: the "
-                                                 "file was cut off)" % (size - pos))
-            magic, lrec = head(mm, pos)
+                                        "file was cut off)" % (size - pos))
+            if pos + 36 > b1 and b1 < size:  # header + IRHeader + first label
+                buf = read(pos, window)
+                b0, b1 = pos, pos + len(buf)
+            o = pos - b0
+            magic, lrec = head(buf, o)
             if magic != MAGIC:
                 raise _bad(rec_no if open_multi is None else open_multi[0], pos,
                                "corrupt (bad magic 0x%08x)" % magic)
@@ -303,14 +320,14 @@ def _scan(path, size, mm, progress, name=None, hint=None):
                     raise _bad(open_multi[0], open_multi[1], "corrupt (multi-part record not closed "
                                                                       "before byte %d)" % pos)
                 if cflag == 0 and length >= 24:
-                    flag, label, rid, _ = irh(mm, pos + 8)
+                    flag, label, rid, _ = irh(buf, o + 8)
                     if flag:
                         if 24 + 4 * flag > length:
                             raise _bad(rec_no, pos, "corrupt (header says %d labels, payload holds %d "
-                                                             "bytes)" % (flag, length))
-                        label, = f32(mm, pos + 32)
+                                                    "bytes)" % (flag, length))
+                        label, = f32(buf, o + 32)
                 else:
-                    p = _payload(mm, size, pos, limit=28)
+                    p = _payload(rf, pos, limit=28)
                     if len(p) < 24:
                         raise _bad(rec_no, pos, "corrupt (payload of %d bytes is shorter than the "
                                                          "24-byte image record header)" % len(p))
@@ -333,6 +350,7 @@ def _scan(path, size, mm, progress, name=None, hint=None):
                     raise _bad(rec_no, pos, "corrupt (a final part without a start)")
                 open_multi = None
             pos = end
+            window = _WINDOW if length < _BIG else 64
             if show and rec_no & 4095 == 0:
                 bar.update(pos - last)
                 last = pos
@@ -491,10 +509,10 @@ def sample_positions(n, k):
     return sorted(set(int(i) for i in np.linspace(0, n - 1, min(int(k), n)).round()))
 
 
-def record_payload(mm, size, pos):
-    """``(flag, label, id, image bytes)`` of the record starting at byte ``pos`` of a mapped .rec
-    (``label`` is the first label when flag > 0)."""
-    payload = _payload(mm, size, pos)
+def record_payload(rf, pos):
+    """``(flag, label, id, image bytes)`` of the record starting at byte ``pos`` of a .rec opened
+    with :func:`open_records` (``label`` is the first label when flag > 0)."""
+    payload = _payload(rf, pos)
     flag, label, rid, _ = _IRHEADER.unpack_from(payload, 0)
     if flag:
         label, = _F32.unpack_from(payload, 24)
@@ -502,26 +520,18 @@ def record_payload(mm, size, pos):
 
 
 def open_records(rec):
-    """Context manager: ``(size, mm)`` of ``rec`` mapped read-only (for :func:`record_payload`)."""
-    @contextlib.contextmanager
-    def _cm():
-        size, mm = _open_map(rec)
-        try:
-            yield size, mm
-        finally:
-            if size:
-                mm.close()
-    return _cm()
+    """``rec`` opened for :func:`record_payload` (a :class:`RecFile`; use it in a ``with``)."""
+    return RecFile(rec)
 
 
-def decode_records(rec, scan, numbers, mm=None):
+def decode_records(rec, scan, numbers, rf=None):
     """Decode records ``numbers`` of ``scan``; DataError naming the first that does not decode
     (record number, byte, header id and, from the .lst beside it, the source file)."""
-    with (contextlib.nullcontext((scan.size, mm)) if mm is not None else open_records(rec)) as (size, mm):
+    with (contextlib.nullcontext(rf) if rf is not None else RecFile(rec)) as rf:
         sources = None
         for k in numbers:
             pos = int(scan.starts[k])
-            _, _, rid, data = record_payload(mm, size, pos)
+            _, _, rid, data = record_payload(rf, pos)
             why = image_problem(data)
             if why:
                 if sources is None:
@@ -554,11 +564,10 @@ def verify_recordio(rec, idx=None, *, sample_decode=16, repair=False, progress=N
         raise DataError("%s: no such file; %s" % (rec, _hint(rec)))
     if idx is None:
         idx = os.path.splitext(rec)[0] + ".idx"
-    size, mm = _open_map(rec)
-    if size == 0:
-        raise DataError("%s: empty file (0 records); %s" % (rec, _hint(rec)))
-    try:
-        scan = _scan(rec, size, mm, progress)
+    with RecFile(rec) as rf:
+        if rf.size == 0:
+            raise DataError("%s: empty file (0 records); %s" % (rec, _hint(rec)))
+        scan = _scan(rec, rf, progress)
         used = rebuilt = False
         if idx:
             if os.path.isfile(idx):
@@ -576,13 +585,10 @@ def verify_recordio(rec, idx=None, *, sample_decode=16, repair=False, progress=N
             else:
                 idx = None
         numbers = range(len(scan)) if sample_decode < 0 else sample_positions(len(scan), sample_decode)
-        sampled = decode_records(rec, scan, numbers, mm) if sample_decode else 0
-    finally:
-        if size:
-            mm.close()
+        sampled = decode_records(rec, scan, numbers, rf) if sample_decode else 0
     labels = scan.labels
     lmin, lmax = (_num(labels.min()), _num(labels.max())) if len(labels) else (None, None)
-    return RecordSummary(rec, len(scan), size, lmin, lmax, int(len(np.unique(labels))), int(scan.label_width),
+    return RecordSummary(rec, len(scan), scan.size, lmin, lmax, int(len(np.unique(labels))), int(scan.label_width),
                          idx or None, used, rebuilt, sampled, time.time() - t0)
 
 
