@@ -271,7 +271,7 @@ def verify_records(prefix, items, *, shown, sample=50, short_side=0, decode_all=
     rec, idx = prefix + ".rec", prefix + ".idx"
     src = {int(i): rel for i, _, rel in items}
     redo = "nothing was written; fix or remove that image and re-run"
-    hint = "im2rec wrote a broken file; " + redo
+    hint = "im2rec wrote a broken file (disk full?); nothing was written; re-run"
 
     def where(k, rid, pos=None):
         return "%s: record %d%s (id %d, source %s)" % (shown, k, " at byte %d" % pos if pos is not None else "",
@@ -431,7 +431,7 @@ os.umask(_UMASK)
 
 
 def stamped(root, relpaths):
-    """``relpath\tsize\tmtime_ns`` per file (for :func:`fingerprint`); a missing file gets -1 -1."""
+    """``relpath<TAB>size<TAB>mtime_ns`` per file (for :func:`fingerprint`); a missing file gets -1 -1."""
     out = []
     for rel in relpaths:
         try:
@@ -615,7 +615,7 @@ def build_small_dataset(out_dir, splits, class_names, *, settings, tool, force=F
 
     def check(split, prefix, failed):
         """Every record: headers, index, id order, labels (verify_records), then pixel-exact."""
-        images, labels, ids, _ = splits[split]
+        images, _, ids, _ = splits[split]
         shown = os.path.join(out_dir, split + ".rec")
         got = verify_records(prefix, jobs[split], shown=shown, sample=0)
         pos = {int(i): k for k, i in enumerate(ids)}
