@@ -1,7 +1,7 @@
 """Dataset preparation shared by ``tools/prepare_{cifar,imagenet,digits}.py``.
 
 Every ``.rec``/``.idx`` pair is packed by the MXNet wheel's own ``mxnet/tools/im2rec.py`` run as a
-subprocess with this interpreter (reference/mxnet-notes.md §1.3), never by a rewrite. This module adds
+subprocess with this interpreter, never by a rewrite. This module adds
 what im2rec lacks:
 
 * ``.lst`` files written here when labels need exact control (``index\\tlabel\\trelpath``): CIFAR
