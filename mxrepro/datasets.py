@@ -1,22 +1,26 @@
 """Dataset preparation shared by ``tools/prepare_{cifar,imagenet,digits}.py``.
 
 Every ``.rec``/``.idx`` pair is packed by the MXNet wheel's own ``mxnet/tools/im2rec.py`` run as a
-subprocess with this interpreter (reference/mxnet-notes.md §1.3), never by a rewrite. This module adds
+subprocess with this interpreter, never by a rewrite. This module adds
 what im2rec lacks:
 
 * ``.lst`` files written here when labels need exact control (``index\\tlabel\\trelpath``): CIFAR
   fine/coarse labels, ImageNet val labels that must use the train synset ids;
-* image validation (``cv2.imread``, the same test im2rec applies) *before* packing, so corrupt and
-  non-image files are skipped with a warning and counted (im2rec's pass-through mode would pack a
-  corrupt file, and its single-process mode crashes on one: mxnet-notes §1.3 "Gotchas");
+* image validation *before* packing: each file's bytes must hold a complete JPEG/PNG stream and
+  decode with ``cv2.imdecode`` (:func:`mxrepro.integrity.image_problem`), so corrupt, truncated,
+  zero-byte and non-image files are skipped, listed with the reason and counted (``cv2.imread``,
+  im2rec's own test, decodes a truncated JPEG partly; im2rec's pass-through mode would pack any
+  of them, and its single-process mode crashes on one);
 * packing in a private working folder (im2rec packs *every* ``PREFIX*.lst`` beside PREFIX, so
-  ``train`` would also pick up ``train_480_q90.lst``), then an atomic move into place;
-* read-back checks with ``mx.recordio.MXIndexedRecordIO`` + ``unpack_img`` (counts, labels, sizes);
+  ``train`` would also pick up ``train_480_q90.lst``), read-back checks there (record headers,
+  index, every record's id and label against the list, sampled decodes), and an atomic move into
+  place only when they pass;
 * idempotence: ``prepare_info.json`` in the output folder records what was made with which settings,
   so a re-run skips outputs that exist and verify, and ``--force`` redoes them.
 
 Bad input raises :class:`DatasetError` whose message says what is expected where; the tools print it
-and exit with status 2 (no traceback).
+and exit with status 2 (no traceback). It is a :class:`mxrepro.integrity.DataError`, the type the
+training-time checks raise.
 """
 import collections
 import hashlib
@@ -35,21 +39,26 @@ import numpy as np
 import mxnet as mx
 from tqdm import tqdm
 
+from . import integrity as I
+from .integrity import INFO_FILE, DataError
+
 # im2rec's own --exts default, which is also what libmxnet's decoder (ImageRecordIter) reads back.
 IMAGE_EXTS = (".jpeg", ".jpg", ".png")
-INFO_FILE = "prepare_info.json"
 LIST_SEED = 100  # the seed im2rec --list uses for its shuffle
+LIST_SHOWN = 20  # skipped files named in a tool's printed summary (all of them in prepare_info.json)
 
 
-class DatasetError(Exception):
-    """Bad input (missing/empty folder, wrong archive, malformed label file): exit status 2."""
+class DatasetError(DataError):
+    """Bad input (missing/empty folder, wrong archive, malformed label file) or an output that
+    fails its read-back check: exit status 2."""
 
 
 def run_cli(fn, argv):
-    """Run ``fn(argv)`` for a tool's ``main``: DatasetError -> message on stderr and status 2."""
+    """Run ``fn(argv)`` for a tool's ``main``: DataError (DatasetError included) -> its one-line
+    message on stderr and status 2."""
     try:
         return fn(argv)
-    except DatasetError as e:
+    except DataError as e:
         sys.stdout.flush()
         print("error: %s" % e, file=sys.stderr)
         return 2
@@ -86,8 +95,10 @@ def run_im2rec(args, total=None, desc="im2rec", list_sizes=None):
     ``count:`` lines. ``list_sizes`` maps .lst basenames to sizes (for several lists in one call).
     Returns the paths im2rec reported as unreadable; raises RuntimeError when it fails."""
     cmd = [sys.executable, im2rec_script()] + [str(a) for a in args]
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    # PYTHONUTF8: im2rec opens the .lst with the default encoding; ours are UTF-8 whatever the locale
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", PYTHONUTF8="1")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            encoding="utf-8", errors="replace")
     tail = collections.deque(maxlen=60)
     failed = []
     base, current = 0, 0
@@ -130,10 +141,11 @@ def im2rec_list(prefix, root, recursive=True, shuffle=True, exts=IMAGE_EXTS):
 def write_lst(path, items):
     """Write an im2rec list: one ``index\\tlabel\\trelpath`` line per (index, label, relpath)."""
     def _write(tmp):
-        with open(tmp, "w") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             for idx, label, rel in items:
-                if "\t" in rel or "\n" in rel:
-                    raise DatasetError("file name with a tab or newline cannot go in a .lst: %r" % rel)
+                why = name_problem(rel)
+                if why:
+                    raise DatasetError("%r: %s" % (rel, why))
                 f.write("%d\t%f\t%s\n" % (int(idx), float(label), rel))
     _atomic(path, _write)
     return path
@@ -142,7 +154,7 @@ def write_lst(path, items):
 def read_lst(path):
     """Read an im2rec list -> [(index, label, relpath)] (first label column only)."""
     out = []
-    with open(path) as f:
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
         for line in f:
             parts = line.rstrip("\n").split("\t")
             if len(parts) < 3:
@@ -152,11 +164,14 @@ def read_lst(path):
 
 
 def pack(jobs, root, out_dir, *, resize=0, quality=95, encoding=".jpg", pass_through=False,
-         pack_label=False, num_thread=2, desc="packing"):
+         pack_label=False, num_thread=2, desc="packing", check=None):
     """Step 2 of im2rec for one setting: ``jobs`` maps an output name to its list items (all
     relative to ``root``); writes ``out_dir/NAME.{rec,idx,lst}``. The lists are packed in one im2rec
     call inside a private folder (im2rec packs every ``PREFIX*.lst`` it sees) and moved into place
-    only when complete. ``num_thread`` >= 2 so an unreadable image is skipped, not a crash."""
+    only when complete and, with ``check``, after ``check(name, work_prefix, failed)`` returned for
+    every output (it raises DatasetError to keep them all out). ``num_thread`` >= 2 so an
+    unreadable image is skipped, not a crash. Returns ``(failed, checked)``: the paths im2rec
+    reported as unreadable and ``{name: check's result}``."""
     os.makedirs(out_dir, exist_ok=True)
     work = tempfile.mkdtemp(prefix=".im2rec-", dir=out_dir)
     try:
@@ -179,8 +194,11 @@ def pack(jobs, root, out_dir, *, resize=0, quality=95, encoding=".jpg", pass_thr
                 src = os.path.join(work, name + ext)
                 if not os.path.exists(src):
                     raise RuntimeError("im2rec did not write %s" % src)
-                os.replace(src, os.path.join(out_dir, name + ext))
-        return failed
+        checked = {name: check(name, os.path.join(work, name), failed) if check else None for name in jobs}
+        for name in jobs:
+            for ext in (".idx", ".rec", ".lst"):
+                os.replace(os.path.join(work, name + ext), os.path.join(out_dir, name + ext))
+        return failed, checked
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -238,6 +256,75 @@ def read_rec(prefix, decode="all", sample=50, on_image=None, desc=None):
         r.close()
 
 
+def verify_records(prefix, items, *, shown, sample=50, short_side=0, decode_all=False):
+    """Read-back check of a freshly packed ``PREFIX.rec/.idx`` against its list ``items``
+    ``[(index, label, relpath)]``; ``shown`` is the name used in messages (the final path, as
+    ``prefix`` may be a work folder). Checks, in one header walk plus sampled decodes:
+
+    * the record headers and the index (:func:`mxrepro.integrity.scan_recordio`, ``check_idx``);
+    * one record per list item, in list order, each with the list's label;
+    * ``sample`` records (all with ``decode_all``) decode completely (``image_problem``), with
+      short side ``short_side`` when it is set.
+
+    Raises DatasetError naming the record and its source file (one line); returns
+    ``dict(count, labels=Counter, shapes=Counter, label_min, label_max)``."""
+    rec, idx = prefix + ".rec", prefix + ".idx"
+    src = {int(i): rel for i, _, rel in items}
+    redo = "nothing was written; fix or remove that image and re-run"
+    hint = "im2rec wrote a broken file (disk full?); nothing was written; re-run"
+
+    def where(k, rid, pos=None):
+        return "%s: record %d%s (id %d, source %s)" % (shown, k, " at byte %d" % pos if pos is not None else "",
+                                                        rid, src.get(int(rid), "not in the list"))
+
+    scan = I.scan_recordio(rec, name=shown, hint=hint)
+    I.check_idx(idx, rec, scan, name=shown, hint=hint)
+    ids = [int(i) for i in scan.ids]
+    want = [int(i) for i, _, _ in items]
+    if ids != want:
+        have = set(ids)
+        missing = [i for i in want if i not in have]
+        if missing:
+            raise DatasetError("%s: %d of %d images were not packed (e.g. %s): im2rec could not read them; %s"
+                               % (shown, len(missing), len(want), ", ".join(src[i] for i in missing[:3]), redo))
+        k = next(k for k, (a, b) in enumerate(zip(ids, want)) if a != b) if len(ids) == len(want) else len(want)
+        raise DatasetError("%s: record %d has id %s, the list has %s there (%d records for %d list entries); %s"
+                           % (shown, k, ids[k] if k < len(ids) else "-", want[k] if k < len(want) else "-",
+                              len(ids), len(want), hint))
+    want_label = np.asarray([float(l) for _, l, _ in items], np.float32)
+    wrong = np.flatnonzero(scan.labels != want_label)
+    if len(wrong):
+        k = int(wrong[0])
+        raise DatasetError("%s has label %g, the list says %g; %s" % (where(k, ids[k]), scan.labels[k],
+                                                                       want_label[k], hint))
+    shapes = collections.Counter()
+    numbers = range(len(scan)) if decode_all else I.sample_positions(len(scan), sample)
+    with I.open_records(rec) as rf:
+        for k in numbers:
+            pos = int(scan.starts[k])
+            _, _, rid, data = I.record_payload(rf, pos)
+            img, why = I.image_decode(data)
+            if why:
+                raise DatasetError("%s does not decode: %s; the image changed or broke after it was checked: %s"
+                                   % (where(k, rid, pos), why, redo))
+            if short_side and min(img.shape[:2]) != short_side:
+                raise DatasetError("%s has short side %d, expected %d; %s" % (where(k, rid, pos), min(img.shape[:2]),
+                                                                             short_side, hint))
+            shapes[img.shape] += 1
+    labels = collections.Counter(int(round(float(l))) for l in scan.labels)
+    return dict(count=len(scan), labels=labels, shapes=shapes,
+                label_min=I._num(scan.labels.min()) if len(scan) else None,
+                label_max=I._num(scan.labels.max()) if len(scan) else None)
+
+
+def label_info(labels, num_classes):
+    """The ``labels`` entry of prepare_info.json: min/max label, the dataset's class count and the
+    number of classes present, from an iterable of labels."""
+    a = np.asarray(list(labels), np.float64)
+    return dict(min=I._num(a.min()) if a.size else None, max=I._num(a.max()) if a.size else None,
+                num_classes=int(num_classes), present=int(len(np.unique(a))))
+
+
 def rec_complete(prefix, expected_count):
     """Cheap check for an existing output: both files exist, the index has ``expected_count``
     entries, the last offset lies inside the .rec and the last record unpacks."""
@@ -282,14 +369,33 @@ class PrepInfo:
                 pass
 
     def done(self, name, settings):
-        """True when ``OUT/NAME.rec/.idx`` exist, were made with ``settings`` and verify."""
+        """True when ``OUT/NAME.rec/.idx`` exist, were made with ``settings``, are unchanged since
+        (size and mtime, when recorded) and pass a header walk with the recorded count."""
         entry = self.data["outputs"].get(name)
         if not entry or entry.get("settings") != _jsonable(settings):
             return False
-        return rec_complete(os.path.join(self.out_dir, name), entry.get("count", -1))
+        prefix = os.path.join(self.out_dir, name)
+        if not rec_complete(prefix, entry.get("count", -1)):
+            return False
+        stamp = entry.get("file")
+        try:
+            if stamp and {k: stamp.get(k) for k in ("size", "mtime_ns")} != I.file_stamp(prefix + ".rec"):
+                return False
+            scan = I.scan_recordio(prefix + ".rec")
+            I.check_idx(prefix + ".idx", prefix + ".rec", scan)
+        except (OSError, DataError):
+            return False
+        return len(scan) == entry.get("count", -1)
 
     def record(self, name, settings, count, **extra):
-        self.data["outputs"][name] = dict(settings=_jsonable(settings), count=int(count), **_jsonable(extra))
+        """Store an output's settings, count and ``extra`` (e.g. ``labels``); ``file`` (size and
+        mtime_ns of ``NAME.rec``) is added when the file exists, so readers can tell the entry still
+        describes it."""
+        entry = dict(settings=_jsonable(settings), count=int(count), **_jsonable(extra))
+        rec = os.path.join(self.out_dir, name + ".rec")
+        if os.path.isfile(rec):
+            entry["file"] = I.file_stamp(rec)
+        self.data["outputs"][name] = entry
         self.save()
 
     def forget(self, name):
@@ -322,6 +428,18 @@ def _atomic(path, write_fn):
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+def stamped(root, relpaths):
+    """``relpath<TAB>size<TAB>mtime_ns`` per file (for :func:`fingerprint`); a missing file gets -1 -1."""
+    out = []
+    for rel in relpaths:
+        try:
+            st = os.stat(os.path.join(root, rel))
+            out.append("%s\t%d\t%d" % (rel, st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append("%s\t-1\t-1" % rel)
+    return out
 
 
 def fingerprint(strings):
@@ -359,32 +477,62 @@ def scan_tree(root, exts=IMAGE_EXTS):
     return images, others
 
 
-def image_ok(path):
-    """The test im2rec applies (``cv2.imread(path, 1)`` is not None), on a non-empty image."""
+def name_problem(rel):
+    """Why the relative path ``rel`` cannot go in an im2rec .lst (None when it can): im2rec splits
+    lines at tabs and reads the list as UTF-8 (run_im2rec sets PYTHONUTF8)."""
+    if any(c in rel for c in "\t\n\r"):
+        return "file name contains a tab or line break (it cannot go in an im2rec .lst)"
     try:
-        img = cv2.imread(path, cv2.IMREAD_COLOR)
-    except cv2.error:
-        return False
-    return img is not None and img.size > 0
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not valid UTF-8 (it cannot go in an im2rec .lst)"
+    return None
+
+
+def image_problem(path):
+    """Why the image file ``path`` would not be packed and read back intact (None when it would):
+    its bytes hold a complete JPEG/PNG stream that ``cv2.imdecode`` decodes
+    (:func:`mxrepro.integrity.image_problem`)."""
+    return I.file_problem(path)
+
+
+def image_ok(path):
+    return image_problem(path) is None
 
 
 def validate_images(root, relpaths, threads=2, desc="checking images"):
-    """Decode every image with OpenCV in ``threads`` threads (cv2 releases the GIL); return the
-    set of relpaths that failed."""
-    bad = set()
+    """Check every image (:func:`name_problem`, :func:`image_problem`) in ``threads`` threads
+    (file reads and cv2 release the GIL), in bounded batches; return ``{relpath: reason}`` for
+    the ones that fail."""
+    bad = {}
     if not relpaths:
         return bad
     relpaths = list(relpaths)
+
+    def one(rel):
+        return name_problem(rel) or image_problem(os.path.join(root, rel))
+
     step = 512 * max(1, int(threads))  # bounded batches: a million pending futures would not fit
     with ThreadPoolExecutor(max(1, int(threads))) as ex, \
             tqdm(total=len(relpaths), desc=desc, unit="img", leave=False) as bar:
         for start in range(0, len(relpaths), step):
             batch = relpaths[start:start + step]
-            for rel, ok in zip(batch, ex.map(lambda r: image_ok(os.path.join(root, r)), batch)):
-                if not ok:
-                    bad.add(rel)
+            for rel, why in zip(batch, ex.map(one, batch)):
+                if why:
+                    bad[rel] = why
             bar.update(len(batch))
     return bad
+
+
+def list_paths(what, paths, reasons=None, shown=LIST_SHOWN):
+    """Log ``what`` and up to ``shown`` of ``paths`` one per line (with ``reasons[path]``)."""
+    if not paths:
+        return
+    log("    %s (%d):" % (what, len(paths)))
+    for p in paths[:shown]:
+        log("      %s%s" % (p, ": %s" % reasons[p] if reasons and p in reasons else ""))
+    if len(paths) > shown:
+        log("      ... and %d more (all listed in %s)" % (len(paths) - shown, INFO_FILE))
 
 
 def class_folder(label, name, num_classes):
@@ -464,37 +612,38 @@ def build_small_dataset(out_dir, splits, class_names, *, settings, tool, force=F
         jobs[split] = items
         info.forget(split)
     info.save()
-    pack(jobs, os.path.join(out_dir, "images"), out_dir, pass_through=True, num_thread=threads,
-         desc="im2rec " + "+".join(jobs))
-    write_lines(os.path.join(out_dir, "labels.txt"), class_names)
-    for split, (images, labels, ids, _) in splits.items():
+
+    def check(split, prefix, failed):
+        """Every record: headers, index, id order, labels (verify_records), then pixel-exact."""
+        images, _, ids, _ = splits[split]
+        shown = os.path.join(out_dir, split + ".rec")
+        got = verify_records(prefix, jobs[split], shown=shown, sample=0)
         pos = {int(i): k for k, i in enumerate(ids)}
+        src = {int(i): rel for i, _, rel in jobs[split]}
         images = np.asarray(images)
         mism = []
 
-        def compare(header, img, pos=pos, images=images, labels=labels, mism=mism):
+        def compare(header, img):
             k = pos.get(int(header.id))
-            if (k is None or img.shape != images[k].shape or int(_label_of(header)) != int(labels[k])
-                    or not np.array_equal(img, images[k][:, :, ::-1])):
+            if k is None or img.shape != images[k].shape or not np.array_equal(img, images[k][:, :, ::-1]):
                 mism.append(int(header.id))
 
-        got = read_rec(os.path.join(out_dir, split), decode="all", on_image=compare)
-        want_order = [i for i, _, _ in jobs[split]]
-        problems = []
-        if got["count"] != len(ids):
-            problems.append("%d records, expected %d" % (got["count"], len(ids)))
-        if got["ids"] != want_order:
-            problems.append("record order differs from %s.lst" % split)
-        want_labels = collections.Counter(int(l) for l in labels)
-        if got["labels"] != want_labels:
-            problems.append("label counts differ: %s vs %s" % (dict(got["labels"]), dict(want_labels)))
-        if mism or got["undecodable"]:
-            problems.append("%d images differ from the source (e.g. id %s)" % (len(mism) + len(got["undecodable"]),
-                                                                                (mism + got["undecodable"])[:3]))
-        if problems:
-            raise RuntimeError("verification of %s.rec failed: %s" % (split, "; ".join(problems)))
+        dec = read_rec(prefix, decode="all", on_image=compare)
+        bad = mism + dec["undecodable"]
+        if bad:
+            raise DatasetError("%s: %d records differ from their source images (e.g. id %d, source images/%s); "
+                               "nothing was written" % (shown, len(bad), bad[0], src.get(bad[0], "?")))
+        got["shapes"] = dec["shapes"]
+        return got
+
+    _, checked = pack(jobs, os.path.join(out_dir, "images"), out_dir, pass_through=True, num_thread=threads,
+                      desc="im2rec " + "+".join(jobs), check=check)
+    write_lines(os.path.join(out_dir, "labels.txt"), class_names)
+    for split in splits:
+        got = checked[split]
         hist = [got["labels"].get(c, 0) for c in range(ncls)]
         info.record(split, settings, got["count"], label_counts=hist,
+                    labels=label_info(got["labels"].elements(), ncls),
                     shape=list(next(iter(got["shapes"]))) if got["shapes"] else None)
         summary[split] = info.data["outputs"][split]
     return dict(skipped=False, **summary)

@@ -1,14 +1,17 @@
-"""Dataset preparation (issue C): tools/prepare_{cifar,imagenet,digits}.py and mxrepro/datasets.py.
+"""Dataset preparation: tools/prepare_{cifar,imagenet,digits}.py and mxrepro/datasets.py.
 
 Inputs are made here: CIFAR archives in the official python pickle format (docs:
-https://www.cs.toronto.edu/~kriz/cifar.html), a small ImageNet-style folder with a corrupt and a
-non-image file and a flat val/. Outputs are read back with mx.io.ImageRecordIter and mx.recordio and
-compared with the sources independently of the tools' own code paths."""
+https://www.cs.toronto.edu/~kriz/cifar.html), a small ImageNet-style folder with broken files (a
+truncated photograph in train/ and in val/, a zero-byte .jpg, text named .jpg, a .txt), RGBA,
+greyscale, CMYK and 16-bit images, names with spaces and non-ASCII characters, an empty class and a
+flat val/. Outputs are read back with mx.io.ImageRecordIter and mx.recordio and compared with the
+sources independently of the tools' own code paths."""
 import collections
 import io
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 import tarfile
@@ -21,6 +24,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from tools import prepare_cifar, prepare_digits, prepare_imagenet  # noqa: E402
 from mxrepro import datasets as D  # noqa: E402
+from mxrepro import integrity as I  # noqa: E402
 
 
 def run_tool(name, *args):
@@ -35,9 +39,9 @@ def read_lst(path):
 
 
 def read_records(prefix):
-    """[(header, BGR image)] in file order via mx.recordio."""
+    """[(header, BGR image)] in file order via mx.recordio, decoded as the loaders do (colour)."""
     r = mx.recordio.MXIndexedRecordIO(prefix + ".idx", prefix + ".rec", "r")
-    out = [mx.recordio.unpack_img(r.read_idx(k), iscolor=-1) for k in r.keys]
+    out = [mx.recordio.unpack_img(r.read_idx(k), iscolor=1) for k in r.keys]
     r.close()
     return out
 
@@ -176,6 +180,12 @@ def test_cifar100_fine_by_default_and_coarse_on_request(archives, tmp_path):
     info = json.load(open(str(coarse_out / "prepare_info.json")))
     assert info["outputs"]["train"]["settings"]["labels"] == "coarse_labels"
     assert len(info["outputs"]["train"]["label_counts"]) == 20
+    for split in ("train", "test"):  # label range per split, read back for the engine's --num-classes check
+        coarse = src[split][2]
+        assert info["outputs"][split]["labels"] == dict(min=int(coarse.min()), max=int(coarse.max()), num_classes=20,
+                                                        present=len(set(coarse.tolist())))
+        s = I.label_summary(str(coarse_out / (split + ".rec")))
+        assert tuple(s) == (20, coarse.min(), coarse.max()) and s.source == "prepare_info.json"
 
 
 def test_cifar_rerun_skips_force_redoes_and_settings_clash(archives, cifar10_out, capsys):
@@ -246,19 +256,45 @@ def test_cifar_pickles_load_in_every_protocol_and_refuse_code():
 
 
 # --------------------------------------------------------------------------- ImageNet-style folders
+def _photos():
+    from sklearn.datasets import load_sample_images
+    return [np.ascontiguousarray(im[:, :, ::-1]) for im in load_sample_images().images]  # BGR
+
+
 def make_image_folder(root, rng):
-    """train/<wnid>/*.JPEG (+ a corrupt .JPEG and a .txt), flat val/ and its label file."""
-    classes = ["n01440764", "n01443537", "n01484850"]
-    sizes = {}
-    for c in classes:
+    """train/<wnid>/* and a flat val/ plus its label file: random images of known sizes, real
+    photographs in several colour layouts, and broken files. Returns (classes, val_labels, sizes,
+    bad) where ``bad`` maps each broken file (relative to its split) to the reason's first words."""
+    classes = ["n01440764", "n01443537", "n01484850", "n09999999"]  # the last one stays empty
+    sizes, bad = {}, {}
+    for c in classes[:3]:
         os.makedirs(os.path.join(root, "train", c))
         for i in range(3):
             h, w = [(50, 70), (90, 40), (60, 60)][i]
             path = os.path.join(root, "train", c, "%s_%d.JPEG" % (c, i))
             cv2.imwrite(path, rng.randint(0, 256, (h, w, 3)).astype(np.uint8))
             sizes["train/%s/%s_%d.JPEG" % (c, c, i)] = (h, w)
-    with open(os.path.join(root, "train", classes[0], "truncated.JPEG"), "wb") as f:
+    os.makedirs(os.path.join(root, "train", classes[3]))
+    photo = cv2.resize(_photos()[0], (96, 64), interpolation=cv2.INTER_AREA)
+    good = os.path.join(root, "train", classes[1])
+    cv2.imwrite(os.path.join(good, "photo ü rgba.png"), np.dstack([photo, np.full((64, 96), 200, np.uint8)]))
+    cv2.imwrite(os.path.join(good, "grey photo.png"), cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(os.path.join(good, "deep16.png"), photo.astype(np.uint16) * 257)
+    from PIL import Image
+    Image.fromarray(photo[:, :, ::-1]).convert("CMYK").save(os.path.join(good, "cmyk.jpg"), "JPEG")
+    for n in ("photo ü rgba.png", "grey photo.png", "deep16.png", "cmyk.jpg"):
+        sizes["train/%s/%s" % (classes[1], n)] = (64, 96)
+    full = cv2.imencode(".jpg", cv2.resize(_photos()[1], (120, 80)))[1].tobytes()
+    c0 = os.path.join(root, "train", classes[0])
+    with open(os.path.join(c0, "cut photo é.JPEG"), "wb") as f:
+        f.write(full[:len(full) * 2 // 3])  # a real photograph cut off: cv2.imread still decodes it
+    with open(os.path.join(c0, "truncated.JPEG"), "wb") as f:
         f.write(b"\xff\xd8\xff\xe0" + b"\0" * 40)  # JPEG magic, no image
+    open(os.path.join(c0, "empty.jpg"), "wb").close()
+    with open(os.path.join(root, "train", classes[2], "fake.jpg"), "w") as f:
+        f.write("text with an image name")
+    bad.update({classes[0] + "/cut photo é.JPEG": "truncated JPEG", classes[0] + "/truncated.JPEG": "corrupt JPEG",
+                classes[0] + "/empty.jpg": "empty file", classes[2] + "/fake.jpg": "not a JPEG or PNG"})
     with open(os.path.join(root, "train", classes[1], "README.txt"), "w") as f:
         f.write("not an image")
     os.makedirs(os.path.join(root, "val"))
@@ -268,27 +304,50 @@ def make_image_folder(root, rng):
         cv2.imwrite(os.path.join(root, "val", name), rng.randint(0, 256, (64, 48, 3)).astype(np.uint8))
         labels[name] = classes[k % 3]
         sizes["val/" + name] = (64, 48)
+    name = "ILSVRC2012_val_00000007.JPEG"
+    with open(os.path.join(root, "val", name), "wb") as f:
+        f.write(full[:len(full) // 2])
+    labels[name] = classes[1]
+    bad["%s/%s" % (classes[1], name)] = "truncated JPEG"
     with open(os.path.join(root, "val_labels.txt"), "w") as f:
         for n, c in labels.items():
             f.write("%s %s\n" % (n, c))
-    return classes, labels, sizes
+    return classes, labels, sizes, bad
 
 
-def test_imagenet_folder_to_fbn_and_gluon_records(tmp_path):
-    data, out = tmp_path / "data", tmp_path / "out"
-    classes, val_labels, sizes = make_image_folder(str(data), np.random.RandomState(3))
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    data = tmp_path_factory.mktemp("imagenet_src")
+    return (data,) + make_image_folder(str(data), np.random.RandomState(3))
+
+
+def test_imagenet_folder_to_fbn_and_gluon_records(image_folder, tmp_path):
+    data, classes, val_labels, sizes, bad = image_folder
+    out = tmp_path / "out"
     res = run_tool("prepare_imagenet.py", data, "--out", out, "--val-labels", data / "val_labels.txt",
                    "--threads", 2)
     assert res.returncode == 0, res.stderr
-    assert "1 corrupt, 1 non-image files" in res.stdout
-    assert "truncated.JPEG" in res.stderr and "README.txt" in res.stderr
+    assert "13 images packed of 17 found" in res.stdout and "4 corrupt, 1 non-image files" in res.stdout
+    assert "6 images packed of 7 found" in res.stdout and "1 corrupt, 0 non-image files" in res.stdout
+    assert "labels 0..2 (3 of 4 classes)" in res.stdout
+    # every skipped file is listed by path with its reason
+    for rel, why in bad.items():
+        assert "      %s: %s" % (rel, why) in res.stdout, (rel, res.stdout)
+    assert "      %s/README.txt" % classes[1] in res.stdout
+    assert "1 class folders hold no readable image" in res.stderr and classes[3] in res.stderr
     info = json.load(open(str(out / "prepare_info.json")))
-    assert info["inputs"]["train"]["images"] == 9 and info["inputs"]["val"]["images"] == 6
-    assert info["inputs"]["train"]["corrupt"] == [classes[0] + "/truncated.JPEG"]
+    assert info["inputs"]["train"]["images"] == 13 and info["inputs"]["val"]["images"] == 6
+    train_bad = sorted(r for r in bad if not r.endswith("00000007.JPEG"))
+    assert info["inputs"]["train"]["corrupt"] == train_bad
+    assert info["inputs"]["val"]["corrupt"] == ["%s/ILSVRC2012_val_00000007.JPEG" % classes[1]]
+    for split in ("train", "val"):
+        for rel, why in info["inputs"][split]["corrupt_reasons"].items():
+            assert why.startswith(bad[rel])
+        assert info["inputs"][split]["labels"] == dict(min=0, max=2, num_classes=4, present=3)
     assert open(str(out / "synsets.txt")).read().split() == classes
     # the flat val/ was sorted by symlinks, DATA_ROOT untouched
-    assert sorted(os.listdir(str(out / "val_by_class"))) == classes
-    assert len([f for f in os.listdir(str(data / "val")) if f.endswith(".JPEG")]) == 6
+    assert sorted(os.listdir(str(out / "val_by_class"))) == classes[:3]
+    assert len([f for f in os.listdir(str(data / "val")) if f.endswith(".JPEG")]) == 7
 
     def source(rel):  # lists are relative to the common root of train/ and val_by_class/
         for key in sizes:
@@ -299,8 +358,9 @@ def test_imagenet_folder_to_fbn_and_gluon_records(tmp_path):
     for name, short in (("train_480_q90", 480), ("train_256_q90", 256), ("val_256_q90", 256),
                         ("train", None), ("val", None)):
         lst = {i: (l, rel) for i, l, rel in read_lst(str(out / (name + ".lst")))}
+        assert not [rel for _, rel in lst.values() if any(rel.endswith(b) for b in bad)]  # nothing broken packed
         recs = read_records(str(out / name))
-        assert len(recs) == (9 if name.startswith("train") else 6)
+        assert len(recs) == (13 if name.startswith("train") else 6)
         for h, img in recs:
             label, rel = lst[int(h.id)]
             key = source(rel)
@@ -312,23 +372,68 @@ def test_imagenet_folder_to_fbn_and_gluon_records(tmp_path):
                 exp = (short, ww * short // hh) if hh <= ww else (hh * short // ww, short)
                 assert img.shape == exp + (3,), (name, key, img.shape)
             else:
-                assert img.shape == (hh, ww, 3)
-    # gluon records hold the original file bytes (pass-through)
+                assert img.shape == (hh, ww, 3) and img.dtype == np.uint8, (name, key, img.shape)
+        entry = info["outputs"][name]
+        assert entry["labels"] == dict(min=0, max=2, num_classes=4, present=3)
+        st = os.stat(str(out / (name + ".rec")))
+        assert entry["file"] == dict(size=st.st_size, mtime_ns=st.st_mtime_ns)
+        s = I.label_summary(str(out / (name + ".rec")))
+        assert tuple(s) == (4, 0, 2) and s.source == "prepare_info.json"
+    # gluon records hold the original file bytes (pass-through), RGBA/grey/CMYK/16-bit included
     r = mx.recordio.MXIndexedRecordIO(str(out / "train.idx"), str(out / "train.rec"), "r")
     lst = {i: rel for i, _, rel in read_lst(str(out / "train.lst"))}
-    k = r.keys[0]
-    _, payload = mx.recordio.unpack(r.read_idx(k))
+    for k in r.keys:
+        _, payload = mx.recordio.unpack(r.read_idx(k))
+        assert payload == open(str(data / "train" / lst[k].split("train/", 1)[1]), "rb").read()
     r.close()
-    assert payload == open(str(data / "train" / lst[k].split("train/", 1)[1]), "rb").read()
     it = mx.io.ImageRecordIter(path_imgrec=str(out / "val_256_q90.rec"), path_imgidx=str(out / "val_256_q90.idx"),
                                data_shape=(3, 224, 224), batch_size=6, preprocess_threads=1)
     assert it.next().data[0].shape == (6, 3, 224, 224)
+    it = mx.io.ImageRecordIter(path_imgrec=str(out / "train.rec"), path_imgidx=str(out / "train.idx"),
+                               data_shape=(3, 32, 32), resize=32, batch_size=13, preprocess_threads=1)
+    assert it.next().data[0].shape == (13, 3, 32, 32)
 
     # re-run: nothing repacked; --formats fbn alone is also all present
     stamp = {f: os.stat(str(out / f)).st_mtime_ns for f in os.listdir(str(out)) if f.endswith(".rec")}
     assert prepare_imagenet.main([str(data), "--out", str(out), "--val-labels", str(data / "val_labels.txt"),
                                   "--formats", "fbn"]) == 0
     assert {f: os.stat(str(out / f)).st_mtime_ns for f in stamp} == stamp
+    # a damaged record header is noticed on the re-run (the header walk), and --force rebuilds
+    off = int(open(str(out / "train_256_q90.idx")).read().split()[3])
+    with open(str(out / "train_256_q90.rec"), "r+b") as f:
+        f.seek(off)
+        f.write(b"\0\0\0\0")
+    os.utime(str(out / "train_256_q90.rec"), ns=(stamp["train_256_q90.rec"], stamp["train_256_q90.rec"]))
+    with pytest.raises(I.DataError, match="record 1 at byte %d is corrupt" % off):
+        I.verify_recordio(str(out / "train_256_q90.rec"))
+    settings = info["outputs"]["train_256_q90"]["settings"]
+    assert not D.PrepInfo(str(out), "prepare_imagenet").done("train_256_q90", settings)
+
+
+def test_imagenet_read_back_failure_names_record_and_source(image_folder, tmp_path, capsys, monkeypatch):
+    """If a broken image reached im2rec (here: the image check switched off), the read-back check
+    in the work folder stops the tool: one line naming the record and its source, exit 2, and no
+    .rec moved into place."""
+    data, classes, _, _, bad = image_folder
+    out = tmp_path / "out"
+    monkeypatch.setattr(D, "validate_images", lambda *a, **k: {})
+    rc = prepare_imagenet.main([str(data), "--out", str(out), "--val-labels", str(data / "val_labels.txt"),
+                                "--formats", "gluon", "--threads", "2"])
+    err = capsys.readouterr().err.replace("\r", "\n")
+    assert rc == 2
+    line = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert len(line) == 1 and "Traceback" not in err
+    m = re.match(r"error: (\S+) record (\d+) at byte (\d+) \(id (\d+), source (.+?)\) does not decode: (.+)$",
+                 line[0])
+    assert m, line[0]
+    assert m.group(1) == str(out / "train.rec") + ":"
+    lst = {i: rel for i, _, rel in read_lst(str(out / "train.lst"))}
+    src = m.group(5)  # relative to the common root of train/ and val_by_class/
+    key = src.rsplit("train/", 1)[1]
+    assert lst[int(m.group(4))] == src and key in bad
+    assert m.group(6).startswith(bad[key])
+    assert not [f for f in os.listdir(str(out)) if f.endswith((".rec", ".idx")) or f.startswith(".im2rec")]
+    assert json.load(open(str(out / "prepare_info.json")))["outputs"] == {}
 
 
 def test_sort_val_label_formats(tmp_path):

@@ -8,7 +8,7 @@ Writes OUT/images/{train,test}/<NN_class>/<id>.png, OUT/{train,test}.lst, OUT/{t
 (PNG bytes packed losslessly by the wheel's im2rec with --pass-through), OUT/labels.txt and
 OUT/prepare_info.json; then reads every record back and checks it pixel-exactly against the archive.
 CIFAR-100 uses the 100 fine labels unless --coarse-labels (the AFF reference trained on the 20
-coarse ones by accident, reference/aff.md §3.2 "Dataset bug"). docs/datasets.md has the layout.
+coarse ones by accident, see docs/aff.md). docs/datasets.md has the layout.
 """
 import argparse
 import hashlib

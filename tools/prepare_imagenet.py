@@ -16,8 +16,11 @@ Output in DIR (all packed by the wheel's mxnet/tools/im2rec.py with --num-thread
          original JPEG bytes with --pass-through --pack-label; --gluon-resize N re-encodes instead)
 plus train.lst/val.lst (canonical lists), synsets.txt and prepare_info.json.
 
-Non-image files and images OpenCV cannot decode are skipped with a warning and counted in the
-summary. Re-runs skip outputs that exist and verify; --force redoes them.
+Each image is checked before packing: its bytes must hold a complete JPEG/PNG stream that
+cv2.imdecode decodes. Corrupt, truncated, zero-byte and non-image files are skipped, listed by path
+(with the reason) in the summary and in prepare_info.json. Every output is read back before it is
+moved into place; a failure names the record and its source file and exits 2. Re-runs skip
+outputs that exist and verify; --force redoes them.
 """
 import argparse
 import collections
@@ -89,7 +92,7 @@ def _scan_split(split, split_dir, common, classes, info, force, threads, shuffle
         raise D.DatasetError("%s holds no images (%s) in class folders%s; expected %s"
                              % (split_dir, "/".join(D.IMAGE_EXTS), " (only: %s)" % ", ".join(others[:3])
                                 if others else "", LAYOUT))
-    fp = D.fingerprint(images)
+    fp = D.fingerprint(D.stamped(split_dir, images))  # names, sizes and mtimes: a changed file is checked again
     prefix = os.path.relpath(split_dir, common)
     stored = info.data["inputs"].get(split)
     lst = os.path.join(info.out_dir, split + ".lst")
@@ -116,12 +119,15 @@ def _scan_split(split, split_dir, common, classes, info, force, threads, shuffle
     for what, names in (("non-image files", others), ("images outside class folders", outside),
                         ("unreadable/corrupt images", sorted(bad))):
         if names:
-            D.warn("%s: skipping %d %s (e.g. %s)" % (split, len(names), what, ", ".join(names[:3])))
+            D.warn("%s: skipping %d %s (e.g. %s)" % (split, len(names), what, ", ".join(
+                "%s: %s" % (n, bad[n]) if n in bad else n for n in names[:3])))
     if not items:
         raise D.DatasetError("%s holds no readable images in class folders; expected %s" % (split_dir, LAYOUT))
     D.write_lst(lst, items)
     stats = dict(fingerprint=fp, root=split_dir, common=common, found=len(images) - len(outside),
-                 images=len(items), corrupt=sorted(bad), non_image=others, outside=outside)
+                 images=len(items), corrupt=sorted(bad), corrupt_reasons=dict(sorted(bad.items())),
+                 non_image=others, outside=outside,
+                 labels=D.label_info((l for _, l, _ in items), len(classes)))
     info.data["inputs"][split] = stats
     info.save()
     return items, stats
@@ -206,37 +212,34 @@ def run(args):
                                    "original bytes" if s["pass_through"] else
                                    "short side %d, JPEG q%d" % (s["resize"], s["quality"]) if s["resize"]
                                    else "JPEG q%d" % s["quality"]))
-        failed = D.pack({n: lists[sp] for n, (sp, _) in jobs.items()}, common, out,
-                        resize=s["resize"], quality=s["quality"] or 95, encoding=".jpg",
-                        pass_through=s["pass_through"], pack_label=s["pack_label"],
-                        num_thread=args.threads, desc=desc)
-        if failed:
-            D.warn("im2rec could not read %d images: %s" % (len(failed), ", ".join(failed[:3])))
+
+        def check(name, prefix, failed, jobs=jobs):
+            # read back in the work folder: a failing output never reaches OUT (DatasetError, exit 2)
+            split, settings = jobs[name]
+            return D.verify_records(prefix, lists[split], shown=os.path.join(out, name + ".rec"), sample=50,
+                                    short_side=settings["resize"])
+
+        failed, checked = D.pack({n: lists[sp] for n, (sp, _) in jobs.items()}, common, out,
+                                 resize=s["resize"], quality=s["quality"] or 95, encoding=".jpg",
+                                 pass_through=s["pass_through"], pack_label=s["pack_label"],
+                                 num_thread=args.threads, desc=desc, check=check)
         for name, (split, settings) in jobs.items():
-            items = lists[split]
-            got = D.read_rec(os.path.join(out, name), decode="sample", sample=50)
-            want_labels = collections.Counter(int(l) for _, l, _ in items)
-            problems = []
-            if got["count"] != len(items):
-                problems.append("%d records, expected %d" % (got["count"], len(items)))
-            if got["labels"] != want_labels:
-                problems.append("label counts differ from %s.lst" % split)
-            if got["undecodable"]:
-                problems.append("%d sampled records do not decode" % len(got["undecodable"]))
-            if settings["resize"] and any(min(sh[:2]) != settings["resize"] for sh in got["shapes"]):
-                problems.append("short sides %s, expected %d" % (sorted({min(sh[:2]) for sh in got["shapes"]}),
-                                                                  settings["resize"]))
-            if problems:
-                raise RuntimeError("verification of %s.rec failed: %s" % (name, "; ".join(problems)))
-            info.record(name, settings, got["count"],
+            got = checked[name]
+            info.record(name, settings, got["count"], split=split,
+                        labels=D.label_info(got["labels"].elements(), len(classes)),
                         short_sides=sorted({min(sh[:2]) for sh in got["shapes"]}))
 
     # summary
     D.log("summary (%s): %d classes (synsets.txt)" % (out, len(classes)))
     for split, st in (("train", train_stats), ("val", val_stats)):
-        D.log("  %-5s %7d images packed of %d found in class folders; skipped: %d corrupt, %d non-image files, "
-              "%d outside class folders" % (split, st["images"], st["found"], len(st["corrupt"]),
-                                            len(st["non_image"]), len(st["outside"])))
+        lab = st.get("labels") or {}
+        D.log("  %-5s %7d images packed of %d found in class folders, labels %s..%s (%s of %d classes); "
+              "skipped: %d corrupt, %d non-image files, %d outside class folders"
+              % (split, st["images"], st["found"], lab.get("min"), lab.get("max"), lab.get("present"), len(classes),
+                 len(st["corrupt"]), len(st["non_image"]), len(st["outside"])))
+        D.list_paths("corrupt (skipped)", st["corrupt"], st.get("corrupt_reasons"))
+        D.list_paths("non-image files (skipped)", st["non_image"])
+        D.list_paths("outside class folders (skipped)", st["outside"])
     for name, split, settings in wanted:
         e = info.data["outputs"].get(name, {})
         ss = e.get("short_sides") or []
