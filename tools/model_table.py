@@ -29,6 +29,7 @@ import time
 
 
 import mxrepro  # noqa: E402,F401  (threads before mxnet)
+import symbols  # noqa: E402,F401  (registers the FBN --network names of the FBN rows)
 
 import numpy as np  # noqa: E402
 
