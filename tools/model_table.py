@@ -54,6 +54,17 @@ for _op in ("FMConvolution1", "FMConvolution3"):
     flops.MAC_RULES.setdefault(_op, _fb_macs)
 
 
+# MAC rule of batch_dot (the B-CNN row's bilinear pooling, sum_s x_s x_s^T): output elements x the
+# contracted length K of the (B, M, K) x (B, K, N) product.
+def _batch_dot_macs(node, ins, out):
+    attrs = node.get("attrs", {})
+    k = ins[0][1] if str(attrs.get("transpose_a", "False")).lower() in ("true", "1") else ins[0][2]
+    return int(np.prod(out)) * int(k)
+
+
+flops.MAC_RULES.setdefault("batch_dot", _batch_dot_macs)
+
+
 # ------------------------------------------------------------------------------------------------
 # Rows. A row = (label, registry name, builder kwargs, input size, checks). A check compares one
 # computed quantity with one printed number: dict(what='params'|'params_stats'|'gmacs'|'ref_gmacs',
@@ -83,6 +94,7 @@ FBN_ROWS = [
     ("Inception-BN-small-FBN (F=20)", "inception-bn-small-fmconv", dict(num_classes=100), 32,
      [dict(what="params", value=2.4, digits=1, source=_FBN),
       dict(what="params", value=2.355, digits=3, source="fbn.md §4.5")]),
+    ("Inception-BN-small B-CNN (bilinear pooling)", "inception-bn-small-bilinear", dict(num_classes=100), 32, []),
     ("ResNet-164 CIFAR-10", "resnet-small", dict(res_module_num=18, num_classes=10), 32,
      [dict(what="params", value=1.716, digits=3, source="fbn.md §4.5 (CIFAR-10 column)")]),
     ("ResNet-164-FBN CIFAR-10 (F=20)", "resnet-small-fmconv", dict(res_module_num=18, num_classes=10), 32,
