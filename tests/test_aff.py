@@ -118,9 +118,9 @@ def np_dw1x1(conv, z):
 
 def np_half_branch(seq, z, train, full, global_pool):
     """[GAP] PWConv(C->C/r) BN ReLU [PWConv(C/r->C) BN ReLU] (Half-/Concat-AFF branches)."""
-    layers = [l for l in seq if type(l).__name__ != "GlobalAvgPool2D"]
-    assert _kinds(seq) == ((["GlobalAvgPool2D"] if global_pool else []) + ["Conv2D", "BatchNorm", "Activation"]
-                           * (2 if full else 1))
+    layers = list(seq)
+    assert _kinds(layers) == ["Conv2D", "BatchNorm", "Activation"] * (2 if full else 1)
+    assert all(l._act_type == "relu" for l in layers[2::3])
     if global_pool:
         z = _gap(z)
     z = np.maximum(np_bn(layers[1], np_conv1x1(layers[0], z), train), 0)

@@ -295,12 +295,11 @@ class SKSelection(HybridBlock):
         return out * self.scale if self.scale != 1.0 else out
 
 
-def _branch(channels, inter, full, global_pool, prefix):
-    """A Half-/Concat-AFF branch: [GAP ->] PWConv(C->c') BN ReLU [-> PWConv(c'->C) BN ReLU if full]."""
+def _branch(channels, inter, full, prefix):
+    """A Half-/Concat-AFF branch: PWConv(C->c') BN ReLU [-> PWConv(c'->C) BN ReLU if full]; the global
+    one runs on the pooled map (a ``mean``, which trains faster than ``Pooling``, docs/aff.md §7)."""
     seq = nn.HybridSequential(prefix=prefix)
     with seq.name_scope():
-        if global_pool:
-            seq.add(nn.GlobalAvgPool2D())
         seq.add(_pw(inter, channels), nn.BatchNorm(in_channels=inter), nn.Activation("relu"))
         if full:
             seq.add(_pw(channels, inter), nn.BatchNorm(in_channels=channels), nn.Activation("relu"))
@@ -324,8 +323,8 @@ class _ConcatContextFuse(HybridBlock):
         inter = _inter(channels, r)
         width = channels if self.full else inter
         with self.name_scope():
-            self.local_att = _branch(channels, inter, self.full, False, "local_")
-            self.global_att = _branch(channels, inter, self.full, True, "global_")
+            self.local_att = _branch(channels, inter, self.full, "local_")
+            self.global_att = _branch(channels, inter, self.full, "global_")
             self.post_local = nn.Conv2D(channels, 1, in_channels=width, prefix="post_local_")
             self.post_global = nn.Conv2D(channels, 1, in_channels=width, use_bias=False, prefix="post_global_")
             self.post_bn = nn.BatchNorm(in_channels=channels, prefix="post_bn_")
@@ -333,7 +332,8 @@ class _ConcatContextFuse(HybridBlock):
     def hybrid_forward(self, F, x, residual):
         xa = x + residual
         # concat(l, broadcast g) -> PWConv, as W_l l + W_g g (the reference writes g as (l + g) - l)
-        s = F.broadcast_add(self.post_local(self.local_att(xa)), self.post_global(self.global_att(xa)))
+        g = self.global_att(F.mean(xa, axis=(2, 3), keepdims=True))
+        s = F.broadcast_add(self.post_local(self.local_att(xa)), self.post_global(g))
         w = F.Activation(self.post_bn(s), act_type="sigmoid")
         out = _select(F, x, residual, w)
         return out * self.scale if self.scale != 1.0 else out
