@@ -8,6 +8,7 @@ multiply-adds (per image x batch):
 * ``Convolution``: output elements x (C_in / groups) x k_h x k_w  (= output size x weight[1:]),
 * ``Deconvolution``: input elements x (C_out / groups) x k_h x k_w,
 * ``FullyConnected``: batch x C_in x C_out,
+* ``batch_dot``: output elements x the contracted length (the B-CNN baseline's bilinear pooling),
 * ``FMConvolution1`` / ``FMConvolution3`` (the FB layer, fbn.md §1.2): output elements x (F + 1) x K with
   K = (C_in / groups) x k_h x k_w: F·K for the factor projections ``v_jf . x`` plus K for the diagonal
   correction ``sum_k c_jk x_k^2`` (the squares of the projections and of ``x`` are element-wise work,
@@ -76,8 +77,14 @@ def fb_macs(node, ins, out):
     return _prod(out) * (int(_attr(node, "num_factor", 1)) + 1) * k
 
 
+def _batch_dot(node, ins, out):
+    """(B, M, K) x (B, K, N): output elements x the contracted length K (the B-CNN's bilinear pooling)."""
+    k = ins[0][1] if str(_attr(node, "transpose_a", "False")).lower() in ("true", "1") else ins[0][2]
+    return _prod(out) * int(k)
+
+
 MAC_RULES = {"Convolution": _conv, "Deconvolution": _deconv, "FullyConnected": _fc,
-             "FMConvolution1": fb_macs, "FMConvolution3": fb_macs}
+             "FMConvolution1": fb_macs, "FMConvolution3": fb_macs, "batch_dot": _batch_dot}
 _FREE = {"null", "Flatten", "Reshape", "reshape", "Cast", "_copy", "identity", "BlockGrad", "stop_gradient",
          "expand_dims", "transpose", "SliceChannel", "slice", "Concat", "concat", "Dropout"}
 

@@ -3,7 +3,8 @@
 Importing the package registers every `--network` name in the project registry
 (``mxrepro.models.registry``, ``kind='symbol', family='fbn'``):
 
-  CIFAR:    resnet-small, resnet-small-fmconv, inception-bn-small, inception-bn-small-fmconv
+  CIFAR:    resnet-small, resnet-small-fmconv, inception-bn-small, inception-bn-small-fmconv,
+            inception-bn-small-bilinear (the B-CNN baseline, head layers named cifar_* for --freeze)
   ImageNet: resnet, resnet-fmconv (depth 18/34/50/101/152/200/269), inception-bn, inception-bn-fmconv
 
 Every builder has the signature ``(num_classes, res_module_num=18, depth=50, fmconv_factor=20,
@@ -12,9 +13,10 @@ attributes ``dropfactor_mode``/``grad_mode`` and ``fb_op`` ('FMConvolution1'|'FM
 """
 import mxrepro  # noqa: F401  (threads + the FB operator library, before any symbol is built)
 
-from . import inception_bn, inception_bn_small, resnet, resnet_small  # noqa: F401  (registration)
+from . import inception_bn, inception_bn_small, inception_bn_small_bilinear, resnet, resnet_small  # noqa: F401
 
-NETWORKS_CIFAR = ("resnet-small", "resnet-small-fmconv", "inception-bn-small", "inception-bn-small-fmconv")
+NETWORKS_CIFAR = ("resnet-small", "resnet-small-fmconv", "inception-bn-small", "inception-bn-small-fmconv",
+                  "inception-bn-small-bilinear")
 NETWORKS_IMAGENET = ("resnet", "resnet-fmconv", "inception-bn", "inception-bn-fmconv")
 
 

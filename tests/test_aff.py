@@ -84,6 +84,95 @@ def np_fusion(f, x, y, train=False):
         return np_weights(f.att, x + y, train) * y + x
     if isinstance(f, A.Concatenation):
         return np_conv1x1(f.conv, np_bn(f.bn, np.concatenate([x, y], axis=1), train))
+    if isinstance(f, NEW_FUSIONS):
+        return np_new_fusion(f, x, y, train)
+    raise AssertionError(type(f))
+
+
+# The paper-era code's further fusions (open-aff OLD model/fusion.py; supplement Table 6, Fig. 7).
+# Each is transcribed from its description, layer by layer, with the block's weights.
+NEW_FUSIONS = (A.GAU, A.SKSelection, A.HalfAFF, A.ConcatAFF, A.RecursiveAFF, A.DepthAFF, A.Depth4AFF)
+
+
+def _sig(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _gap(z):
+    return z.mean(axis=(2, 3), keepdims=True)
+
+
+def _kinds(seq):
+    return [type(l).__name__ for l in seq]
+
+
+def np_dw1x1(conv, z):
+    """Depthwise 1x1 convolution: one scale and one bias per channel."""
+    w = _np(conv.weight)
+    assert w.shape == (z.shape[1], 1, 1, 1)
+    return z * w[None, :, 0, 0, 0, None, None] + _np(conv.bias)[None, :, None, None]
+
+
+def np_half_branch(seq, z, train, full, global_pool):
+    """[GAP] PWConv(C->C/r) BN ReLU [PWConv(C/r->C) BN ReLU] (Half-/Concat-AFF branches)."""
+    layers = list(seq)
+    assert _kinds(layers) == ["Conv2D", "BatchNorm", "Activation"] * (2 if full else 1)
+    assert all(l._act_type == "relu" for l in layers[2::3])
+    if global_pool:
+        z = _gap(z)
+    z = np.maximum(np_bn(layers[1], np_conv1x1(layers[0], z), train), 0)
+    if full:
+        z = np.maximum(np_bn(layers[4], np_conv1x1(layers[3], z), train), 0)
+    return z
+
+
+def np_new_fusion(f, x, y, train):
+    c = x.shape[1]
+    if isinstance(f, A.GAU):  # w = sigmoid(BN(PW(GAP(x)))); w*y + x
+        layers = list(f.att.body)
+        assert f.att.global_pool and _kinds(layers) == ["Conv2D", "BatchNorm"]
+        w = _sig(np_bn(layers[1], np_conv1x1(layers[0], _gap(x)), train))
+        return w * y + x
+    if isinstance(f, A.SKSelection):  # 2C logits from GAP(x+y) -> softmax over the (x, y) pair
+        layers = list(f.att)
+        assert _kinds(layers) == ["Conv2D", "BatchNorm", "Activation", "Conv2D", "BatchNorm"]
+        h = np.maximum(np_bn(layers[1], np_conv1x1(layers[0], _gap(x + y)), train), 0)
+        logits = np_bn(layers[4], np_conv1x1(layers[3], h), train)
+        assert logits.shape[1] == 2 * c
+        ex, ey = np.exp(logits[:, :c]), np.exp(logits[:, c:])
+        return 2 * x * ex / (ex + ey) + 2 * y * ey / (ex + ey)
+    if isinstance(f, (A.HalfAFF, A.ConcatAFF)):  # concat(local, broadcast global) -> PW -> BN -> sigmoid
+        full = isinstance(f, A.ConcatAFF)
+        xa = x + y
+        l = np_half_branch(f.local_att, xa, train, full, False)
+        g = np_half_branch(f.global_att, xa, train, full, True)
+        assert l.shape[1] == (c if full else f.local_att[0].weight.shape[0]) and l.shape[2:] == x.shape[2:]
+        # one PWConv over the concatenation: its weight is [W_local, W_global] along the input axis
+        assert f.post_global.bias is None
+        wcat = np.concatenate([_np(f.post_local.weight), _np(f.post_global.weight)], axis=1)[:, :, 0, 0]
+        cat = np.concatenate([l, np.broadcast_to(g, l.shape)], axis=1)
+        pre = np.einsum("oc,nchw->nohw", wcat, cat) + _np(f.post_local.bias)[None, :, None, None]
+        w = _sig(np_bn(f.post_bn, pre, train))
+        return 2 * x * w + 2 * y * (1 - w)
+    if isinstance(f, A.RecursiveAFF):  # w2 = M2(L+G); w = sigmoid(L*w2 + G*(1-w2)); no factor 2
+        xa = x + y
+        assert not f.local1.global_pool and f.global1.global_pool
+        l, g = np_branch(f.local1, xa, train), np_branch(f.global1, xa, train)
+        w2 = np_weights(f.att2, l + g, train)
+        w = _sig(l * w2 + g * (1 - w2))
+        return x * w + y * (1 - w)
+    if isinstance(f, A.DepthAFF):  # local: DW BN ReLU DW BN (1 or 4 branches); global: MS-CAM global
+        xa = x + y
+        assert len(f.local_att) == (4 if isinstance(f, A.Depth4AFF) else 1)
+        s = np_branch(f.global_att, xa, train)
+        assert f.global_att.global_pool
+        for seq in f.local_att:
+            layers = list(seq)
+            assert _kinds(layers) == ["Conv2D", "BatchNorm", "Activation", "Conv2D", "BatchNorm"]
+            z = np.maximum(np_bn(layers[1], np_dw1x1(layers[0], xa), train), 0)
+            s = s + np_bn(layers[4], np_dw1x1(layers[3], z), train)
+        w = _sig(s)
+        return 2 * x * w + 2 * y * (1 - w)
     raise AssertionError(type(f))
 
 
@@ -327,10 +416,10 @@ def test_last_gamma_same_meaning_for_resnet_and_resnext():
         assert all((g == 0).all() for g in _last_gammas(get_model(name, last_gamma=True, **kw))), name
         assert all((g == 1).all() for g in _last_gammas(get_model(name, **kw))), name
     # the reference's inverted ResNeXt flag is only reachable through the script switch
-    args = train_aff_imagenet.parse_args(["--model", "resnext", "--orig-resnext-last-gamma"])
-    assert train_aff_imagenet.build(args)[0].features[0][0].body[-1].gamma.init == "zeros"
-    args = train_aff_imagenet.parse_args(["--model", "resnext"])
-    assert train_aff_imagenet.build(args)[0].features[0][0].body[-1].gamma.init == "ones"
+    from mxrepro.recipes import aff as recipe
+    for argv, init in ((["--model", "resnext", "--orig-resnext-last-gamma"], "zeros"), (["--model", "resnext"], "ones")):
+        name, kw, _ = recipe.imagenet_model(recipe.imagenet_parser().parse_args(argv))
+        assert get_model(name, layers=[1, 1, 1, 1], **kw).features[0][0].body[-1].gamma.init == init
 
 
 def test_data_norm_updates_statistics_on_cpu():
@@ -364,3 +453,125 @@ def test_cli_model_mapping():
         AFFN.cifar_cli_model("se_resnext38_32x4d", "ASKCFuse")
     with pytest.raises(ValueError):
         AFFN.imagenet_cli_model("resnet", "ASKCFuse", 34)
+
+
+# ------------------------------------------------------------------------------------------------
+# The paper-era code's further fusions: GAU, SK, Half-/Concat-/Recursive AFF, depthwise AFF
+# ------------------------------------------------------------------------------------------------
+NEW_NAMES = {  # canonical name -> (class, the reference's class name = --askc-type string, other aliases)
+    "gau": (A.GAU, "GAUFuse", ("GAU",)),
+    "sk": (A.SKSelection, "SKFuse", ("SKNet",)),
+    "half_aff": (A.HalfAFF, "HalfASKCFuse", ("Half-AFF",)),
+    "concat_aff": (A.ConcatAFF, "ConcatASKCFuse", ("Concat-AFF",)),
+    "recursive_aff": (A.RecursiveAFF, "RASKCFuse", ("Recursive AFF",)),
+    "depth_aff": (A.DepthAFF, "DepthASKCFuse", ()),
+    "depth4_aff": (A.Depth4AFF, "Depth4ASKCFuse", ()),
+}
+
+
+def _pw(cin, cout):
+    return cin * cout + cout  # 1x1 conv with bias
+
+
+def _bn2(c):
+    return 2 * c
+
+
+def closed_form_fusion(name, c, r):
+    """Trainable parameters of each new fusion, summed layer by layer from its description."""
+    i = c // r
+    mscam_branch = _pw(c, i) + _bn2(i) + _pw(i, c) + _bn2(c)     # PW(C->C/r) BN ReLU PW(C/r->C) BN
+    dw_branch = 2 * (c + c) + 2 * _bn2(c)                          # DW BN ReLU DW BN (scale + bias)
+    return {
+        "gau": _pw(c, c) + _bn2(c),
+        "sk": _pw(c, i) + _bn2(i) + _pw(i, 2 * c) + _bn2(2 * c),
+        "half_aff": 2 * (_pw(c, i) + _bn2(i)) + _pw(2 * i, c) + _bn2(c),
+        "concat_aff": 2 * mscam_branch + _pw(2 * c, c) + _bn2(c),
+        "recursive_aff": 4 * mscam_branch,
+        "depth_aff": dw_branch + mscam_branch,
+        "depth4_aff": 4 * dw_branch + mscam_branch,
+    }[name]
+
+
+def test_new_fusions_names_and_aliases():
+    assert set(NEW_NAMES) <= set(A.list_fusions())
+    for canon, (cls, ref_name, aliases) in NEW_NAMES.items():
+        for alias in (canon, ref_name) + aliases:
+            assert A.canonical_fusion(alias) == canon, alias
+            assert type(A.get_fusion(alias, 16, 4)) is cls, alias
+        assert A.make_fusion(ref_name, 16, 4).__class__ is cls
+    # the names already there keep their meaning
+    assert A.canonical_fusion("Concat") == "concat" and A.canonical_fusion("ASKCFuse") == "aff"
+
+
+@pytest.mark.parametrize("name", sorted(NEW_NAMES))
+@pytest.mark.parametrize("c,r", [(16, 4), (64, 16), (24, 3)])
+def test_new_fusion_parameter_counts(name, c, r):
+    f = A.get_fusion(name, c, r)
+    assert count_params(f)[0] == closed_form_fusion(name, c, r)
+    # the simplified forms stated in the docstrings and docs/aff.md (c' = C // r)
+    i = c // r
+    stated = {"gau": c * c + 3 * c, "sk": 3 * c * i + 3 * i + 6 * c, "half_aff": 4 * c * i + 6 * i + 3 * c,
+              "concat_aff": 2 * c * c + 4 * c * i + 6 * i + 9 * c, "recursive_aff": 8 * c * i + 12 * i + 12 * c,
+              "depth_aff": 2 * c * i + 3 * i + 11 * c, "depth4_aff": 2 * c * i + 3 * i + 35 * c}[name]
+    assert count_params(f)[0] == stated
+
+
+@pytest.mark.parametrize("name", sorted(NEW_NAMES))
+def test_new_fusion_numpy_at_r4_and_hybridized(name):
+    """Another width/reduction than the registry-wide test (C=12, r=3 and C=16, r=4), inference-mode BN
+    with random running statistics, then the hybridized block."""
+    rng = np.random.RandomState(7)
+    for c, r in ((12, 3), (16, 4)):
+        f = A.get_fusion(name, c, r)
+        f.initialize()
+        _randomise(f, rng)
+        x, y = rng.normal(size=(2, c, 5, 3)), rng.normal(size=(2, c, 5, 3))
+        got = f(nd.array(x), nd.array(y)).asnumpy()
+        np.testing.assert_allclose(got, np_fusion(f, x, y, train=False), rtol=1e-4, atol=1e-5)
+        f.hybridize()
+        np.testing.assert_allclose(f(nd.array(x), nd.array(y)).asnumpy(), got, rtol=1e-5, atol=1e-6)
+
+
+def test_sk_selection_weights_are_a_softmax_pair():
+    """a + b = 1 per channel: with x == y the output is 2x whatever the weights."""
+    rng = np.random.RandomState(8)
+    f = A.get_fusion("SKFuse", 8, 4)
+    f.initialize()
+    _randomise(f, rng)
+    x = rng.normal(size=(2, 8, 3, 3))
+    np.testing.assert_allclose(f(nd.array(x), nd.array(x)).asnumpy(), 2 * x, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(NEW_NAMES))
+def test_aff_cifar_resnet_with_new_fusion(name):
+    net = get_model("aff_cifar_resnet", blocks=1, channel_times=1, fusion=NAME_BY_REF[name], classes=10)
+    cls = NEW_NAMES[name][0]
+    assert _stage_fusions(net) == [[cls.__name__]] * 3
+    base = count_params(get_model("cifar_resnet", blocks=1, channel_times=1, classes=10))[0]
+    assert count_params(net)[0] == base + sum(closed_form_fusion(name, c, 4) for c in (16, 32, 64))
+    mx.random.seed(1)
+    net.initialize(mx.init.Xavier(magnitude=2))
+    x = nd.random.uniform(-1, 1, shape=(2, 3, 16, 16))
+    with autograd.record():
+        out = net(x)
+        loss = (out * nd.arange(10).reshape((1, 10))).sum()
+    loss.backward()
+    assert out.shape == (2, 10) and np.isfinite(out.asnumpy()).all()
+    fuse_params = [p for p in net.features[2][0].fuse.collect_params().values() if p.grad_req != "null"]
+    assert fuse_params and all(np.isfinite(p.grad().asnumpy()).all() for p in fuse_params)
+    assert any(np.abs(p.grad().asnumpy()).max() > 0 for p in fuse_params)
+    with autograd.predict_mode():
+        assert np.isfinite(net(x).asnumpy()).all()
+
+
+# the networks are built through the reference's --askc-type strings
+NAME_BY_REF = {canon: ref for canon, (_, ref, _) in NEW_NAMES.items()}
+
+
+def test_cli_model_mapping_new_fusions():
+    for canon, (_, ref, _) in NEW_NAMES.items():
+        assert AFFN.cifar_cli_model("resnet", ref, 1, 1) == ("aff_cifar_resnet", {
+            "fusion": canon, "blocks": 1, "channel_times": 1})
+        assert AFFN.cifar_cli_model("resnext29_32x4d", ref) == ("aff_cifar_resnext29_32x4d", {"fusion": canon})
+        assert AFFN.imagenet_cli_model("resnet", ref) == ("aff_resnet50", {"fusion": canon})

@@ -61,8 +61,9 @@ def closed_form_resnet_small(n, classes, factor=None):
     return total + head
 
 
-def closed_form_inception_small(classes, factor=None):
-    """Independent count of Inception-BN-small (fbn.md 4.2)."""
+def closed_form_inception_small(classes, factor=None, head="fc"):
+    """Independent count of Inception-BN-small (fbn.md 4.2). ``head='bilinear'``: the B-CNN baseline,
+    whose FC reads the C*C bilinear vector (C = 336) instead of the C pooled channels."""
     def cf(cin, cout, k):
         return _conv(cin, cout, k) + _bn(cout)
     total, c = cf(3, 96, 3), 96
@@ -76,7 +77,7 @@ def closed_form_inception_small(classes, factor=None):
             total += cf(c, blk[1], 3)
             c = c + blk[1]
     assert c == 336
-    head = c * classes + classes
+    head = (c * c if head == "bilinear" else c) * classes + classes
     if factor:
         head += classes * factor * c + classes
     return total + head
@@ -223,6 +224,7 @@ def test_fb_op_attributes_pass_through():
 # ----------------------------------------------------------------------- forward / backward
 FWD = [("resnet-small", dict(res_module_num=1), 32), ("resnet-small-fmconv", dict(res_module_num=1), 32),
        ("inception-bn-small", {}, 32), ("inception-bn-small-fmconv", {}, 32),
+       ("inception-bn-small-bilinear", {}, 32),
        ("resnet", dict(depth=18), 64), ("resnet-fmconv", dict(depth=18), 64),
        ("resnet-fmconv", dict(depth=50, fmconv_factor=4), 64),
        ("inception-bn", {}, 64), ("inception-bn-fmconv", dict(fmconv_factor=4), 64)]
@@ -262,3 +264,119 @@ def test_param_count_tool():
     for r in rows:
         assert r["fb_added"] == 100 * 20 * (336 if "Inception" in r["model"] else 256) + 100
 
+
+
+# ----------------------------------------------------------------------- B-CNN baseline
+BCNN = "inception-bn-small-bilinear"
+
+
+def np_bilinear_head(feat, w, b):
+    """NumPy B-CNN head (Lin et al. 2015, as in the original symbol): z = sum over positions of the
+    outer products x_s x_s^T, signed square root sign(z) sqrt(|z + 1e-5|), L2 normalisation over the
+    C*C vector (eps 1e-10), FC. Returns (z, normalised vector, logits)."""
+    bsz, c = feat.shape[:2]
+    x = feat.reshape(bsz, c, -1).astype(np.float64)
+    z = np.einsum("bcs,bds->bcd", x, x)           # summed, not averaged, over the H*W positions
+    v = z.reshape(bsz, c * c)
+    v = np.sign(v) * np.sqrt(np.abs(v + 1e-5))
+    v = v / np.sqrt((v ** 2).sum(axis=1, keepdims=True) + 1e-10)
+    return z, v, v @ w.T.astype(np.float64) + b
+
+
+@pytest.mark.parametrize("classes", [100, 10, 3])
+def test_bcnn_counts_closed_form(classes):
+    n = count_params(get_symbol(BCNN, num_classes=classes), (1, 3, 32, 32))
+    assert n == closed_form_inception_small(classes, head="bilinear")
+    # the numbers stated in the symbol's docstring and docs/fbn.md
+    assert n == {100: 12939156, 10: 2778426}.get(classes, n)
+    # same body as the baseline: only the FC input differs (C^2 instead of C inputs)
+    base = count_params(get_symbol("inception-bn-small", num_classes=classes), (1, 3, 32, 32))
+    assert n - base == (336 * 336 - 336) * classes
+
+
+def test_bcnn_registry_names_and_freeze():
+    e = model_info(BCNN)
+    assert BCNN in NETWORKS_CIFAR and e.kind == "symbol" and e.family == "fbn"
+    sym = get_symbol(BCNN, num_classes=100)
+    params = [a for a in sym.list_arguments() if a != "data" and not a.endswith("_label")]
+    # --freeze: lr_mult 0 for every parameter whose name lacks 'cifar' -> only the FC trains
+    assert [a for a in params if "cifar" in a] == ["cifar_fc8_weight", "cifar_fc8_bias"]
+    assert len(params) > 2
+    # the body is the baseline's, with the baseline's parameter names (checkpoints load by name)
+    base = get_symbol("inception-bn-small", num_classes=100).list_arguments()
+    assert [a for a in params if "cifar" not in a] == [a for a in base if a not in ("data", "softmax_label")
+                                                       and not a.startswith("fc1_")]
+    internals = sym.get_internals().list_outputs()
+    for name in ("cifar_reshape_output", "cifar_swap_output", "cifar_batchdot_output", "cifar_l2_output",
+                 "cifar_fc8_output"):
+        assert name in internals, name
+    _, out, _ = sym.get_internals()["cifar_l2_output"].infer_shape(data=(2, 3, 32, 32))
+    assert out[0] == (2, 336 * 336)
+    _, out, _ = sym.get_internals()["cifar_batchdot_output"].infer_shape(data=(2, 3, 32, 32))
+    assert out[0] == (2, 336, 336)
+    g = json.loads(sym.tojson())
+    assert not any(nd["op"].startswith("FMConvolution") for nd in g["nodes"])
+    feat = [nd for nd in g["nodes"] if nd["name"] == "cifar_reshape"][0]["inputs"][0][0]
+    assert g["nodes"][feat]["op"] == "Concat"  # in5b, whose two branches end in ReLU
+    acts = [g["nodes"][i[0]] for i in g["nodes"][feat]["inputs"]]
+    assert all(a["op"] == "Activation" and a["attrs"]["act_type"] == "relu" for a in acts)
+
+
+def test_bcnn_head_matches_numpy_with_signed_values():
+    """The head alone on a signed input (the ReLU body only gives z >= 0), so the sign path counts."""
+    from symbols.inception_bn_small_bilinear import bilinear_pool_head
+    rng = np.random.RandomState(0)
+    bsz, c, h, w, classes = 3, 5, 3, 4, 7
+    head = bilinear_pool_head(mx.sym.var("data"), classes, channels=c)
+    internals = head.get_internals()
+    out = mx.sym.Group([internals["cifar_batchdot_output"], internals["cifar_l2_output"],
+                        internals["cifar_fc8_output"], head])
+    feat = rng.normal(size=(bsz, c, h, w))
+    fw, fb = rng.normal(size=(classes, c * c)), rng.normal(size=(classes,))
+    ex = out.bind(mx.cpu(), {"data": mx.nd.array(feat), "cifar_fc8_weight": mx.nd.array(fw),
+                             "cifar_fc8_bias": mx.nd.array(fb), "softmax_label": mx.nd.zeros((bsz,))})
+    z, l2, logits, prob = [o.asnumpy() for o in ex.forward(is_train=False)]
+    rz, rl2, rlogits = np_bilinear_head(feat, fw, fb)
+    assert (rz < 0).any()
+    np.testing.assert_allclose(z, rz, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(l2, rl2, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(logits, rlogits, rtol=1e-4, atol=1e-5)
+    e = np.exp(rlogits - rlogits.max(1, keepdims=True))
+    np.testing.assert_allclose(prob, e / e.sum(1, keepdims=True), rtol=1e-4, atol=1e-6)
+
+
+def test_bcnn_network_forward_matches_numpy():
+    """Whole network at 16 px (a 4 x 4 in5b map): the head computed in NumPy from the network's own
+    in5b features and FC weights equals the network's outputs."""
+    rng = np.random.RandomState(1)
+    classes, bsz = 6, 2
+    sym = get_symbol(BCNN, num_classes=classes)
+    internals = sym.get_internals()
+    g = json.loads(sym.tojson())
+    feat_name = g["nodes"][[nd for nd in g["nodes"] if nd["name"] == "cifar_reshape"][0]["inputs"][0][0]]["name"]
+    out = mx.sym.Group([internals[feat_name + "_output"], internals["cifar_batchdot_output"],
+                        internals["cifar_fc8_output"], sym])
+    arg_shapes, _, aux_shapes = sym.infer_shape(data=(bsz, 3, 16, 16))
+    args = {}
+    for name, shape in zip(sym.list_arguments(), arg_shapes):
+        if name == "data":
+            v = rng.uniform(-1, 1, shape)
+        elif name.endswith("_label"):
+            v = np.zeros(shape)
+        elif name.endswith("_gamma"):
+            v = rng.uniform(0.5, 1.5, shape)
+        elif name.endswith("_weight"):
+            v = rng.normal(0, np.sqrt(2.0 / np.prod(shape[1:])), shape)
+        else:
+            v = rng.normal(0, 0.1, shape)
+        args[name] = mx.nd.array(v)
+    aux = {n: mx.nd.array(rng.uniform(0.5, 2.0, s) if n.endswith("var") else rng.normal(0, 0.1, s))
+           for n, s in zip(sym.list_auxiliary_states(), aux_shapes)}
+    ex = out.bind(mx.cpu(), args, aux_states=aux)
+    feat, z, logits, prob = [o.asnumpy() for o in ex.forward(is_train=False)]
+    assert feat.shape == (bsz, 336, 4, 4) and (feat >= 0).all() and (feat > 0).any()
+    rz, _, rlogits = np_bilinear_head(feat, args["cifar_fc8_weight"].asnumpy(), args["cifar_fc8_bias"].asnumpy())
+    np.testing.assert_allclose(z, rz, rtol=1e-4, atol=1e-4 * np.abs(rz).max())
+    np.testing.assert_allclose(logits, rlogits, rtol=1e-4, atol=1e-5)
+    e = np.exp(rlogits - rlogits.max(1, keepdims=True))
+    np.testing.assert_allclose(prob, e / e.sum(1, keepdims=True), rtol=1e-4, atol=1e-6)

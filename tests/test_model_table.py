@@ -36,6 +36,17 @@ def test_counts_are_consistent_with_closed_forms():
     assert round(extra) == 64 * 100 * (20 * 256 + 256) + 64 * 100 * 256 - 256 * 100
 
 
+def test_bcnn_row_counts_bilinear_pooling():
+    """B-CNN row: same body as Inception-BN-small; the FC reads C*C = 336^2 values and the bilinear
+    pooling (batch_dot) costs C*C*HW multiply-adds on the 8 x 8 map."""
+    assert any(r[1] == "inception-bn-small-bilinear" for r in mt.FBN_ROWS)
+    base = mt.count_row("inception-bn-small", dict(num_classes=100), 32)
+    bcnn = mt.count_row("inception-bn-small-bilinear", dict(num_classes=100), 32)
+    c, n, hw = 336, 100, 64
+    assert round((bcnn["params"] - base["params"]) * 1e6) == (c * c - c) * n
+    assert round((bcnn["gmacs"] - base["gmacs"]) * 1e9) == c * c * hw + (c * c - c) * n
+
+
 def test_injected_mismatch_fails(monkeypatch, capsys):
     rows = mt.all_rows(("blnet",), ["bl_resnet50_a4_b2"])
     assert rows and rows[0][4], "bl_resnet50_a4_b2 has printed numbers in its registry cfg"

@@ -66,6 +66,7 @@ FBN_ROWS = [
     ("Inception-BN-small-FBN (F=20)", "inception-bn-small-fmconv", dict(num_classes=100), 32,
      [dict(what="params", value=2.4, digits=1, source=_FBN),
       dict(what="params", value=2.355, digits=3, source="fbn.md §4.5")]),
+    ("Inception-BN-small B-CNN (bilinear pooling)", "inception-bn-small-bilinear", dict(num_classes=100), 32, []),
     ("ResNet-164 CIFAR-10", "resnet-small", dict(res_module_num=18, num_classes=10), 32,
      [dict(what="params", value=1.716, digits=3, source="fbn.md §4.5 (CIFAR-10 column)")]),
     ("ResNet-164-FBN CIFAR-10 (F=20)", "resnet-small-fmconv", dict(res_module_num=18, num_classes=10), 32,
