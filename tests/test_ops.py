@@ -595,6 +595,27 @@ def test_zero_size_inputs_and_oversized_kernels_are_named(op):
     # partial inference stays possible: unknown batch (0 in MXNet's legacy shape mode)
     args, outs, _ = s.infer_shape_partial(data=(0, 2, 5, 5))
     assert args[1] == (3, 2, 2, 2, 2) and args[2] == (3,)
+    # every size stays within int: padded input, output and weight elements
+    s = getattr(mx.sym, op)(data=mx.sym.var("data"), num_filter=10, num_factor=5, kernel=1, pad=(1100000000, 0), name="fb")
+    assert _raises(lambda: s.infer_shape(data=(1, 2, 1, 1)), op) == (
+        "%s: pad=(1100000000, 0) makes input 'data' of shape (1, 2, 1, 1) 2200000001x1 once padded, above 2147483647" % op)
+    s = getattr(mx.sym, op)(data=mx.sym.var("data"), num_filter=1000, num_factor=1, kernel=1, pad=30000, name="fb")
+    assert "the output for input 'data' of shape (2, 1, 1, 1) would be (2, 1000, 60001, 60001), more than 2147483647" \
+        in _raises(lambda: s.infer_shape(data=(2, 1, 1, 1)), op)
+    s = getattr(mx.sym, op)(data=mx.sym.var("data"), num_filter=100000, num_factor=1000, kernel=3, name="fb")
+    assert "input 'weight' would have shape (100000, 1000, 64, 3, 3) for input 'data' of shape (1, 64, 8, 8)" \
+        in _raises(lambda: s.infer_shape(data=(1, 64, 8, 8)), op)
+
+
+def test_gluon_block_checks_its_arguments():
+    with pytest.raises(mx.base.MXNetError, match=r"^FMConvolution3: attribute num_filter='0' is invalid"):
+        ops.FactorizedBilinear(0)
+    with pytest.raises(mx.base.MXNetError, match=r"^FMConvolution1: attribute kernel='\(1,\)' is invalid"):
+        ops.FactorizedBilinear(4, kernel_size=(1,), variant=1)
+    with pytest.raises(mx.base.MXNetError, match=r"^FactorizedBilinear: in_channels=-1 is invalid: must be an integer >= 0"):
+        ops.FactorizedBilinear(4, in_channels=-1)
+    blk = ops.FactorizedBilinear(4, num_factor="3", kernel_size="[3, 3]", padding=1, in_channels=2)
+    assert blk.weight.shape == (4, 3, 2, 3, 3) and "kernel=(3, 3)" in repr(blk)
 
 
 # ------------------------------------------------------------------ grad_req='add'
