@@ -216,7 +216,10 @@ def _symbol_counts(sym, size):
     for nd in nodes:
         if nd["op"].startswith("FMConvolution"):
             for i in nd["inputs"][1:]:  # weight, bias (the DropFactor mask is an auxiliary state)
-                pname = nodes[i[0]]["name"]
+                src = nodes[i[0]]
+                while src["op"] == "_copy" and src["inputs"]:  # the wrappers' identity (grad_req='add')
+                    src = nodes[src["inputs"][0][0]]
+                pname = src["name"]
                 if pname in shapes:
                     fb += int(np.prod(shapes[pname]))
     stats = sum(int(np.prod(s)) for s in aux_shapes)
