@@ -136,29 +136,101 @@ def last_peak_bytes():
     return int(f())
 
 
+# ------------------------------------------------------------------ Python API
+# Every attribute is handed to the compiled operator as str(value), exactly as MXNet's generated
+# functions do, and the wrappers read the few values they need themselves (no_bias, num_factor,
+# p, kernel) with the operator's own parser (fbop_parse_attrs), so the grammar, the ranges and the
+# messages are the same whichever way a call comes in (docs/operators.md, "Input checking").
+import numpy as np  # noqa: E402
+
+_ATTR_DEFAULTS = (("num_factor", 1), ("stride", (1, 1)), ("pad", (0, 0)), ("dilate", (1, 1)),
+                  ("no_bias", False), ("p", 0.5), ("workspace", 512), ("dropfactor_mode", "inverted"),
+                  ("grad_mode", "exact"))
+_parsers = {}  # library path -> ctypes function fbop_parse_attrs
+
+
 def _tuple(v, n=2):
-    if isinstance(v, int):
-        return (v,) * n
-    return tuple(int(x) for x in v)
+    if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
+        return (int(v),) * n
+    return tuple(v)
 
 
-def _attrs(num_filter, num_factor, kernel, stride, pad, dilate, no_bias, p, workspace,
-           dropfactor_mode, grad_mode, op):
-    if kernel is None:
-        raise mx.base.MXNetError("%s: the attribute kernel is required, e.g. kernel=(1,1)" % op)
-    if dropfactor_mode not in DROPFACTOR_MODES:
-        raise mx.base.MXNetError("%s: dropfactor_mode must be one of %s, got %r" % (op, DROPFACTOR_MODES, dropfactor_mode))
-    if grad_mode not in GRAD_MODES:
-        raise mx.base.MXNetError("%s: grad_mode must be one of %s, got %r" % (op, GRAD_MODES, grad_mode))
-    try:
-        p = float(p)
-    except (TypeError, ValueError):
-        raise mx.base.MXNetError("%s: cannot parse attribute p=%r" % (op, p))
-    if not 0.0 <= p < 1.0:
-        raise mx.base.MXNetError("%s: p (the DropFactor drop rate) must be in [0, 1), got %s" % (op, p))
-    return dict(num_filter=num_filter, num_factor=num_factor, kernel=kernel, stride=stride, pad=pad,
-                dilate=dilate, no_bias=bool(no_bias), p=p, workspace=workspace,
-                dropfactor_mode=dropfactor_mode, grad_mode=grad_mode)
+def _error(op, msg):
+    return mx.base.MXNetError("%s: %s" % (op, msg))
+
+
+def _attr_strings(attrs):
+    """{name: str(value)} for every attribute given (None = not given: the operator's default)."""
+    return {k: str(v) for k, v in attrs.items() if v is not None}
+
+
+def parse_attrs(op, attrs):
+    """Validate the attributes of ``op`` ('FMConvolution1'|'FMConvolution3') with the compiled
+    operator's parser; ``attrs`` maps names to values (str() is applied, None means not given).
+    Returns {'no_bias', 'num_filter', 'num_factor', 'kernel', 'p'}; raises MXNetError with the
+    operator's own message otherwise."""
+    path = _loaded_path
+    fn = _parsers.get(path)
+    if fn is None:
+        try:
+            fn = ctypes.CDLL(path).fbop_parse_attrs
+        except AttributeError:
+            raise RuntimeError("the FB operator library %s has no fbop_parse_attrs; rebuild it "
+                               "(make -C operators)" % path)
+        fn.restype = ctypes.c_int
+        fn.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_char_p),
+                       ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_int),
+                       ctypes.POINTER(ctypes.c_float), ctypes.c_char_p, ctypes.c_int]
+        _parsers[path] = fn
+    strs = _attr_strings(attrs)
+    n = len(strs)
+    keys = (ctypes.c_char_p * max(n, 1))(*[k.encode("utf-8", "surrogateescape") for k in strs])
+    vals = (ctypes.c_char_p * max(n, 1))(*[v.encode("utf-8", "surrogateescape") for v in strs.values()])
+    ints = (ctypes.c_int * 5)()
+    pval = ctypes.c_float()
+    err = ctypes.create_string_buffer(2048)
+    if not fn(op.encode(), n, keys, vals, ints, ctypes.byref(pval), err, len(err)):
+        raise mx.base.MXNetError(err.value.decode("utf-8", "replace"))
+    return dict(no_bias=bool(ints[0]), num_factor=ints[1], num_filter=ints[2], kernel=(ints[3], ints[4]),
+                p=float(pval.value))
+
+
+def _typename(v):
+    t = type(v)
+    return t.__name__ if t.__module__ == "builtins" else "%s.%s" % (t.__module__, t.__name__)
+
+
+def _nd_input(op, name, v, ctx):
+    """An NDArray input as is; a numpy array or (nested) list of numbers as a float32 NDArray on
+    ``ctx``; anything else is refused naming the operator and the input."""
+    if isinstance(v, mx.nd.NDArray):
+        arr = v
+    elif isinstance(v, (np.ndarray, list, tuple)):
+        try:
+            a = np.asarray(v, dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise _error(op, "input '%s' (a %s) cannot be converted to a float32 array: %s"
+                         % (name, _typename(v), e))
+        arr = mx.nd.array(a, ctx=ctx, dtype=np.float32)
+    else:
+        raise _error(op, "input '%s' must be an mx.nd.NDArray, a numpy array or a (nested) list of "
+                         "numbers, got %s" % (name, _typename(v)))
+    if 0 in arr.shape:
+        raise _error(op, "input '%s' has shape %s: every dimension must be >= 1 (zero-size inputs "
+                         "are not supported)" % (name, tuple(arr.shape)))
+    return arr
+
+
+# _accumulating: lib_api does not tell an operator whether MXNet asked it to write or to add
+# (grad_req='add'), so the compiled operator always writes. The wrappers therefore never let it
+# write a gradient MXNet may want accumulated: every input that is a graph variable (mx.sym, a
+# hybridized block's parameters) or an NDArray with an attached gradient (autograd) goes through
+# MXNet's own `identity` (_copy), whose backward honours write/add/null. Intermediate results are
+# only ever written, so they are passed directly.
+
+
+def _is_variable(s):
+    return s.get_children() is None and s.list_outputs() == s.list_arguments()
 
 
 def _make_wrapper(op, symbolic):
@@ -167,53 +239,68 @@ def _make_wrapper(op, symbolic):
     def fm_convolution(data=None, weight=None, bias=None, num_filter=None, num_factor=1, kernel=None,
                        stride=(1, 1), pad=(0, 0), dilate=(1, 1), no_bias=False, p=0.5,
                        workspace=512, dropfactor_mode="inverted", grad_mode="exact", name=None,
-                       attr=None, out=None, num_group=1, **kwargs):
-        if kwargs:
-            raise mx.base.MXNetError("%s: unknown argument(s) %s" % (op, ", ".join(sorted(kwargs))))
-        if num_group != 1:
-            raise mx.base.MXNetError("%s: num_group must be 1 (grouped FB layers are not implemented)" % op)
+                       attr=None, out=None, **kwargs):
+        attrs = dict(num_filter=num_filter, num_factor=num_factor, kernel=kernel, stride=stride, pad=pad,
+                     dilate=dilate, no_bias=no_bias, p=p, workspace=workspace,
+                     dropfactor_mode=dropfactor_mode, grad_mode=grad_mode, **kwargs)
+        a = parse_attrs(op, attrs)   # raises with the operator's message
+        strs = _attr_strings(attrs)
         if data is None:
-            raise mx.base.MXNetError("%s: the input data is required" % op)
-        a = _attrs(num_filter, num_factor, kernel, stride, pad, dilate, no_bias, p, workspace,
-                   dropfactor_mode, grad_mode, op)
-        try:
-            nfac = int(num_factor)
-        except (TypeError, ValueError):
-            raise mx.base.MXNetError("%s: cannot parse attribute num_factor=%r" % (op, num_factor))
-        if nfac < 1:
-            raise mx.base.MXNetError("%s: num_factor must be >= 1, got %s" % (op, num_factor))
+            raise _error(op, "input 'data' is required")
+        if bias is not None and a["no_bias"]:
+            raise _error(op, "input 'bias' was given but no_bias=%s" % strs["no_bias"])
         if symbolic:
             name = mx.name.NameManager.current.get(name, op.lower())
             with mx.name.NameManager():  # `name` is final: no second prefix (Gluon name scopes)
-                return _symbolic(gen, data, weight, bias, nfac, a, name, attr)
-        if weight is None or (bias is None and not a["no_bias"]):
-            raise mx.base.MXNetError("%s: mx.nd needs weight%s arrays" % (op, "" if a["no_bias"] else " and bias"))
-        ones = mx.nd.ones((nfac,), ctx=data.context)
+                return _symbolic(data, weight, bias, a, strs, name, attr)
+        if weight is None:
+            raise _error(op, "input 'weight' is required in mx.nd calls (mx.sym creates it as a variable)")
+        if bias is None and not a["no_bias"]:
+            raise _error(op, "input 'bias' is required unless no_bias=True")
+        given = [("data", data), ("weight", weight)] + ([] if a["no_bias"] else [("bias", bias)])
+        ctx = next((v.context for _, v in given if isinstance(v, mx.nd.NDArray)), mx.current_context())
+        arrays = [_nd_input(op, k, v, ctx) for k, v in given]
+        if mx.autograd.is_recording():
+            # gradient accumulation (grad_req='add'): see _accumulating
+            arrays = [mx.nd.identity(v) if v.grad is not None else v for v in arrays]
+        ones = mx.nd.ones((a["num_factor"],), ctx=arrays[0].context)
         mask = mx.nd.Dropout(ones, p=a["p"]) if a["p"] > 0 else ones
-        inputs = [data, weight] + ([] if a["no_bias"] else [bias]) + [mask]
-        return gen(*inputs, out=out, **{k: str(v) for k, v in a.items()})
+        return gen(*(arrays + [mask]), out=out, **strs)
 
-    def _symbolic(gen, data, weight, bias, nfac, a, name, attr):
+    def _symbolic(data, weight, bias, a, strs, name, attr):
         if weight is None:
             weight = mx.sym.var(name + "_weight")
         if bias is None and not a["no_bias"]:
             bias = mx.sym.var(name + "_bias")
-        ones = mx.sym.ones(shape=(nfac,), name=name + "_ones")
+        given = [("data", data), ("weight", weight)] + ([] if a["no_bias"] else [("bias", bias)])
+        inputs = []
+        for k, v in given:
+            if not isinstance(v, mx.sym.Symbol):
+                raise _error(op, "input '%s' must be an mx.sym.Symbol in mx.sym calls, got %s"
+                             % (k, _typename(v)))
+            if len(v.list_outputs()) != 1:
+                raise _error(op, "input '%s' must be a single output, got a group of %d"
+                             % (k, len(v.list_outputs())))
+            # gradient accumulation (grad_req='add'): see _accumulating
+            inputs.append(mx.sym.identity(v, name="%s_%s_copy" % (name, k)) if _is_variable(v) else v)
+        ones = mx.sym.ones(shape=(a["num_factor"],), name=name + "_ones")
         mask = mx.sym.Dropout(ones, p=a["p"], name=name + "_dropfactor") if a["p"] > 0 else ones
         mask = mx.sym.BlockGrad(mask, name=name + "_mask")
-        inputs = [data, weight] + ([] if a["no_bias"] else [bias]) + [mask]
-        return gen(*inputs, name=name, attr=attr, **{k: str(v) for k, v in a.items()})
+        return gen(*(inputs + [mask]), name=name, attr=attr, **strs)
 
     fm_convolution.__name__ = op
     fm_convolution.__qualname__ = op
     fm_convolution.__doc__ = (
         "%s: the Factorized Bilinear layer of FBN (fbn.md sections 1-2)%s.\n\n"
         "y_j = sum_f m_f [(v_jf . x)^2 - sum_k v_jfk^2 x_k^2] + bias_j at every output position.\n"
-        "Inputs data (B,C,H,W), weight (num_filter, num_factor, C, kh, kw), bias (num_filter).\n"
+        "Inputs data (B,C,H,W), weight (num_filter, num_factor, C, kh, kw), bias (num_filter);\n"
+        "mx.nd also takes numpy arrays or lists (converted to float32 on the other inputs' context).\n"
         "Attributes: num_filter, num_factor, kernel, stride, pad, dilate, no_bias, p (DropFactor\n"
         "drop rate), workspace (MB), dropfactor_mode ('inverted'|'reference'|'paper'),\n"
-        "grad_mode ('exact'|'reference')." % (op, "; chunked within `workspace`" if op.endswith("1")
-                                              else "; batched: keeps the forward's products for the backward"))
+        "grad_mode ('exact'|'reference'), memory_limit_mb (0 = none; default\n"
+        "$FBOP_MEMORY_LIMIT_MB, else 4096). Grammar and ranges: docs/operators.md." % (
+            op, "; chunked within `workspace`" if op.endswith("1")
+            else "; batched: keeps the forward's products for the backward"))
     fm_convolution._mxrepro_wrapper = True
     return fm_convolution
 
@@ -231,26 +318,31 @@ class FactorizedBilinear(HybridBlock):
         super().__init__(**kwargs)
         if variant not in (1, 3):
             raise ValueError("variant must be 1 (FMConvolution1) or 3 (FMConvolution3)")
-        ks = _tuple(kernel_size)
         self._op = "FMConvolution%d" % variant
-        self._kwargs = _attrs(channels, num_factor, ks, _tuple(strides), _tuple(padding),
-                              _tuple(dilation), not use_bias, p, workspace, dropfactor_mode,
-                              grad_mode, self._op)
+        self._kwargs = dict(num_filter=channels, num_factor=num_factor, kernel=kernel_size, stride=strides,
+                            pad=padding, dilate=dilation, no_bias=not use_bias, p=p, workspace=workspace,
+                            dropfactor_mode=dropfactor_mode, grad_mode=grad_mode)
+        self._parsed = parse_attrs(self._op, self._kwargs)  # the operator's own checks, now
+        if isinstance(in_channels, (bool, np.bool_)) or not isinstance(in_channels, (int, np.integer)) \
+                or not 0 <= in_channels <= 2147483647:
+            raise mx.base.MXNetError("%s: in_channels=%r is invalid: must be an integer >= 0 (0: inferred "
+                                     "from the first input)" % (type(self).__name__, in_channels))
         if weight_initializer is None:
             weight_initializer = mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2)
+        a = self._parsed
         with self.name_scope():
-            self.weight = self.params.get("weight", shape=(channels, num_factor, in_channels) + ks,
-                                          init=weight_initializer, allow_deferred_init=True)
-            self.bias = self.params.get("bias", shape=(channels,), init=bias_initializer,
+            self.weight = self.params.get("weight", shape=(a["num_filter"], a["num_factor"], int(in_channels))
+                                          + a["kernel"], init=weight_initializer, allow_deferred_init=True)
+            self.bias = self.params.get("bias", shape=(a["num_filter"],), init=bias_initializer,
                                         allow_deferred_init=True) if use_bias else None
 
     def hybrid_forward(self, F, x, weight, bias=None):
         return getattr(F, self._op)(data=x, weight=weight, bias=bias, **self._kwargs)
 
     def __repr__(self):
-        k = self._kwargs
-        return "%s(%s, F=%d, kernel=%s, p=%s, %s)" % (type(self).__name__, k["num_filter"], k["num_factor"],
-                                                     k["kernel"], k["p"], self._op)
+        a = self._parsed
+        return "%s(%s, F=%d, kernel=%s, p=%s, %s)" % (type(self).__name__, a["num_filter"], a["num_factor"],
+                                                     a["kernel"], self._kwargs["p"], self._op)
 
 
 load()

@@ -37,11 +37,19 @@ struct Geom {
   bool is_pointwise() const {                           // 1x1, stride 1, pad 0: X is a transpose
     return kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0;
   }
-  // Fills OH/OW; returns false when the output would be empty.
+  // Fills OH/OW; returns false when the output would be empty (the dilated kernel is larger
+  // than the padded input). Computed in 64 bits; fbop_lib.cc has already checked that the
+  // padded input fits an int.
   bool finish() {
-    OH = (H + 2 * ph - (dh * (kh - 1) + 1)) / sh + 1;
-    OW = (W + 2 * pw - (dw * (kw - 1) + 1)) / sw + 1;
-    return OH > 0 && OW > 0;
+    const int64_t eh = int64_t(dh) * (kh - 1) + 1, ew = int64_t(dw) * (kw - 1) + 1;
+    const int64_t ph2 = int64_t(H) + 2 * int64_t(ph), pw2 = int64_t(W) + 2 * int64_t(pw);
+    if (eh > ph2 || ew > pw2) {
+      OH = OW = 0;
+      return false;
+    }
+    OH = int((ph2 - eh) / sh + 1);
+    OW = int((pw2 - ew) / sw + 1);
+    return true;
   }
 };
 
@@ -71,13 +79,21 @@ class Scratch {
 // the backward.
 struct CpuState {
   bool cache_t = false;        // FMConvolution3: always whole batch in one chunk, keep T
-  size_t budget_bytes = 512u << 20;  // FMConvolution1: scratch budget (the `workspace` attribute);
-                                     // whole-batch caching only while it fits, else chunks
+  size_t budget_bytes = 512u << 20;  // FMConvolution1: scratch budget (the `workspace` attribute
+                                     // capped by the memory limit); whole-batch caching only
+                                     // while it fits, else chunks
   Scratch buf;                 // scratch (and cache) storage
   bool cache_valid = false;    // X and T of the last forward are in buf
   const float* cache_x = nullptr;  // identity of the cached input (sanity check)
   size_t peak_bytes = 0;       // largest scratch used by one call (reported by the benchmark)
 };
+
+// Scratch bytes the CPU implementation takes for one forward+backward call, in double precision
+// so that absurd shapes cannot overflow: `batched` (FMConvolution3) keeps the whole batch,
+// S*(4K + N*F + 2N) + 3*N*K floats with S = B*OH*OW; otherwise (FMConvolution1) the chunk plan
+// within `budget_bytes`, at least one image and one output, P*(4K + F + N + 1) + K + 2*N*K floats.
+// fbop_lib.cc refuses calls above the memory limit with this estimate on every device.
+double cpu_scratch_bytes(const Geom& g, bool batched, size_t budget_bytes);
 
 // scale: F path scales already resolved from the DropFactor mask and mode (see fbop_lib.cc).
 // gx / gv / gbias may be null (not computed).

@@ -219,17 +219,19 @@ struct Plan {
 
 // Scratch floats of one call: X | X2 | T block | D block | Cs block, and in the backward also
 // G | dX | GC | E | Cs of all outputs. The forward of a whole-batch call reserves the backward's
-// size at once (X and T stay in place for it).
-size_t chunk_floats(const Geom& g, int64_t nb, int64_t jb, bool backward) {
-  const int64_t S = nb * g.P(), K = g.K(), N = g.N;
-  int64_t f = S * K * 2 + S * jb * g.F + S * jb + jb * K;
+// size at once (X and T stay in place for it). In double precision, so that planning cannot
+// overflow; the sizes actually allocated are bounded by the memory limit (fbop_lib.cc) and are
+// exact integers far below 2^53.
+double chunk_floats(const Geom& g, int64_t nb, int64_t jb, bool backward) {
+  const double S = double(nb) * double(g.P()), K = double(g.K()), N = g.N, F = g.F, J = double(jb);
+  double f = S * K * 2 + S * J * F + S * J + J * K;
   if (backward) f += S * N + S * K * 2 + N * K * 2;
-  return size_t(f);
+  return f;
 }
 
 Plan make_plan(const Geom& g, size_t budget, bool whole) {
   if (whole) return {g.B, g.N};
-  const size_t fl = budget / sizeof(float);
+  const double fl = double(budget / sizeof(float));
   Plan p{1, g.N};
   if (chunk_floats(g, 1, g.N, true) > fl) {  // one image does not fit: block the outputs
     int lo = 1, hi = g.N;
@@ -251,13 +253,15 @@ Plan make_plan(const Geom& g, size_t budget, bool whole) {
 
 // Whole batch in one chunk with X and T kept for the backward: always for FMConvolution3, and for
 // FMConvolution1 whenever that fits its scratch budget (so it is only slower when it must chunk).
-bool use_whole(const Geom& g, const CpuState* st) {
-  return st->cache_t || chunk_floats(g, g.B, g.N, true) * sizeof(float) <= st->budget_bytes;
+bool use_whole(const Geom& g, bool cache_t, size_t budget_bytes) {
+  return cache_t || chunk_floats(g, g.B, g.N, true) * sizeof(float) <= double(budget_bytes);
 }
+bool use_whole(const Geom& g, const CpuState* st) { return use_whole(g, st->cache_t, st->budget_bytes); }
 
-float* reserve(CpuState* st, size_t floats, bool keep = false) {
-  st->peak_bytes = std::max(st->peak_bytes, floats * sizeof(float));
-  return st->buf.ensure(floats, keep);
+float* reserve(CpuState* st, double floats, bool keep = false) {
+  const size_t n = size_t(floats);
+  st->peak_bytes = std::max(st->peak_bytes, n * sizeof(float));
+  return st->buf.ensure(n, keep);
 }
 
 // T block (S, jb*F) = X (S,K) . V[j0*F .. (j0+jb)*F)^T
@@ -267,6 +271,12 @@ void compute_t(const Geom& g, const float* X, const float* v, int64_t S, int j0,
 }
 
 }  // namespace
+
+double cpu_scratch_bytes(const Geom& g, bool batched, size_t budget_bytes) {
+  const bool whole = use_whole(g, batched, budget_bytes);
+  const Plan pl = make_plan(g, budget_bytes, whole);
+  return chunk_floats(g, pl.nb, pl.jb, true) * double(sizeof(float));
+}
 
 void cpu_forward(const Geom& g, const float* x, const float* v, const float* bias,
                  const float* scale, float* y, CpuState* st) {

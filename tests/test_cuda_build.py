@@ -1,4 +1,4 @@
-"""Build check of the CUDA half of the FB operator library (issue 2 "CUDA"; mxnet-notes.md 1.1).
+"""Build check of the CUDA half of the FB operator library (lib_api with nvcc).
 
 Runs only where ``nvcc`` is on PATH (no GPU needed): ``make -C operators gpu`` into a temporary
 BUILD directory must produce ``libfbop_gpu.so`` and ``fbop_harness`` whose kernels carry SASS for
@@ -120,6 +120,18 @@ X, V = x.transpose(0, 2, 3, 1), v.reshape(N, F, C)
 ref = (np.einsum('bhwc,nfc->bnhwf', X, V) ** 2).sum(-1) \
     - np.einsum('bhwc,nfc->bnhw', X ** 2, V ** 2) + b[None, :, None, None]
 print('relerr', np.abs(y - ref).max() / np.abs(ref).max())
+# the attribute parsing and the memory guard are the shared code: same answers as the g++ build
+y2 = mx.nd.FMConvolution1(mx.nd.array(x), mx.nd.array(v), mx.nd.array(b), mx.nd.ones(F), num_filter=N,
+                          num_factor=F, kernel="(1, 1)", p="0.5", no_bias="False").asnumpy()
+print('no_bias=False keeps the bias', np.array_equal(y, y2))
+for op, kw in (("FMConvolution1", dict(kernel="(1,")), ("FMConvolution3", dict(kernel="1", memory_limit_mb="0")),
+               ("FMConvolution3", dict(kernel="1", memory_limit_mb="1"))):
+    try:
+        getattr(mx.nd, op)(mx.nd.ones((64, 16, 16, 16)), mx.nd.ones((20, 10, 16, 1, 1)), mx.nd.ones(20),
+                           mx.nd.ones(10), num_filter=20, num_factor=10, p=0.5, **kw).asnumpy()
+        print('accepted', op, kw)
+    except mx.base.MXNetError as e:
+        print('refused', op, kw, str(e).split('Extension Traceback:')[1].strip().splitlines())
 """
     env = dict(os.environ, OMP_NUM_THREADS="1")
     r = subprocess.run([sys.executable, "-c", script, str(gpu_build / "libfbop_gpu.so")],
@@ -127,6 +139,13 @@ print('relerr', np.abs(y - ref).max() / np.abs(ref).max())
     assert r.returncode == 0, r.stdout + r.stderr
     err = float(re.search(r"relerr (\S+)", r.stdout).group(1))
     assert err < 1e-5, r.stdout
+    assert "no_bias=False keeps the bias True" in r.stdout
+    lines = r.stdout.splitlines()
+    assert any(ln.startswith("refused FMConvolution1") and "attribute kernel='(1,' is invalid" in ln
+               and ln.count("fbop_lib.cc[") == 1 for ln in lines), r.stdout
+    assert any(ln.startswith("accepted FMConvolution3") for ln in lines), r.stdout
+    assert any(ln.startswith("refused FMConvolution3") and "of batched buffers" in ln and "above the limit of 1 MB" in ln
+               for ln in lines), r.stdout
 
 
 def test_harness_runs(gpu_build):

@@ -1,5 +1,6 @@
 """FMConvolution1 / FMConvolution3 against the independent NumPy reference (tests/fbref.py),
-finite differences, every API surface, DropFactor statistics and every error path (issue A)."""
+finite differences, every API surface, DropFactor statistics, gradient accumulation, the
+memory guard and every error path."""
 import os
 
 import mxnet as mx
@@ -8,6 +9,7 @@ import pytest
 from mxnet import autograd, gluon
 
 import fbref
+from fbmsg import op_message
 from mxrepro import ops
 
 OPS = ["FMConvolution1", "FMConvolution3"]
@@ -387,50 +389,401 @@ def _nd_call(op="FMConvolution3", shape=(2, 4, 3, 3), wshape=(3, 2, 4, 1, 1), dt
     args.update(kw)
     x = mx.nd.ones(shape, dtype=dtype)
     w = mx.nd.ones(wshape, dtype=dtype)
-    b = mx.nd.ones((args["num_filter"],), dtype=dtype) if isinstance(args["num_filter"], int) and args["num_filter"] > 0 else mx.nd.ones((1,))
+    b = mx.nd.ones((3,), dtype=dtype)
     return getattr(mx.nd, op)(data=x, weight=w, bias=b, **args).asnumpy()
+
+
+def _raises(fn, op):
+    """The operator's single message of the MXNetError fn() raises; it must start with the op."""
+    with pytest.raises(mx.base.MXNetError) as e:
+        fn()
+    msg = op_message(e.value)
+    assert msg.startswith(op + ": "), msg
+    return msg
 
 
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("case,kwargs,message", [
-    ("ndim", dict(shape=(2, 4, 3)), "data must be 4-D"),
-    ("channels", dict(wshape=(3, 2, 5, 1, 1)), "weight has shape (3,2,5,1,1,) but data with 4 channels"),
-    ("num_factor0", dict(num_factor=0, wshape=(3, 1, 4, 1, 1)), "num_factor must be >= 1"),
-    ("num_filter0", dict(num_filter=0), "num_filter must be >= 1"),
-    ("p1", dict(p=1.0), "must be in [0, 1)"),
-    ("pneg", dict(p=-0.1), "must be in [0, 1)"),
-    ("dtype", dict(dtype="float64"), "only float32"),
-    ("kernel", dict(kernel="a"), "cannot parse attribute kernel"),
-    ("pstr", dict(p="x"), "cannot parse attribute p"),
-    ("mode", dict(dropfactor_mode="bogus"), "dropfactor_mode must be"),
-    ("gmode", dict(grad_mode="bogus"), "grad_mode must be"),
-    ("unknown", dict(bogus=1), "unknown argument"),
-    ("toolarge", dict(kernel=(5, 5)), "does not fit"),
+    ("ndim", dict(shape=(2, 4, 3)), "input 'data' must be 4-D (batch, channel, height, width), got 3-D shape (2, 4, 3)"),
+    ("channels", dict(wshape=(3, 2, 5, 1, 1)), "input 'weight' has shape (3, 2, 5, 1, 1) but input 'data' of "
+                                               "shape (2, 4, 3, 3) with num_filter=3, num_factor=2 and kernel=(1, 1) needs (3, 2, 4, 1, 1)"),
+    ("num_factor0", dict(num_factor=0), "attribute num_factor='0' is invalid: must be an integer in [1, 100000]"),
+    ("num_filter0", dict(num_filter=0), "attribute num_filter='0' is invalid: must be an integer in [1, 1000000]"),
+    ("p1", dict(p=1.0), "attribute p='1.0' is invalid: must be a number in [0, 1)"),
+    ("pneg", dict(p=-0.1), "attribute p='-0.1' is invalid: must be a number in [0, 1)"),
+    ("dtype", dict(dtype="float64"), "input 'data' has dtype float64; only float32 is supported"),
+    ("kernel", dict(kernel="a"), "attribute kernel='a' is invalid: expected two integers"),
+    ("pstr", dict(p="x"), "attribute p='x' is invalid"),
+    ("mode", dict(dropfactor_mode="bogus"), "attribute dropfactor_mode='bogus' is invalid: must be one of 'inverted', 'reference', 'paper'"),
+    ("gmode", dict(grad_mode="bogus"), "attribute grad_mode='bogus' is invalid: must be one of 'exact', 'reference'"),
+    ("unknown", dict(bogus=1), "unknown attribute bogus='1' (known: num_filter,"),
+    ("toolarge", dict(kernel=(5, 5)), "kernel=(5, 5) with dilate=(1, 1) spans 5x5 and does not fit input 'data' of "
+                                      "shape (2, 4, 3, 3) padded by pad=(0, 0) to 3x3"),
 ])
 def test_errors_name_operator_and_problem(op, case, kwargs, message):
-    with pytest.raises(mx.base.MXNetError) as e:
-        _nd_call(op, **kwargs)
-    assert message in str(e.value)
-    if case not in ("p1", "pneg", "pstr", "mode", "gmode", "unknown"):  # C++ side names the op too
-        assert op in str(e.value)
+    assert message in _raises(lambda: _nd_call(op, **kwargs), op)
 
 
 def test_symbol_errors_at_inference():
     x = mx.sym.var("data")
     s = mx.sym.FMConvolution1(data=x, num_filter=3, num_factor=2, kernel=(1, 1), name="fb")
-    with pytest.raises(mx.base.MXNetError, match="data must be 4-D"):
+    with pytest.raises(mx.base.MXNetError, match="input 'data' must be 4-D"):
         s.infer_shape(data=(2, 3))
-    with pytest.raises(mx.base.MXNetError, match="fb_weight|weight has shape"):
+    with pytest.raises(mx.base.MXNetError, match="input 'weight' has shape"):
         s.infer_shape(data=(2, 4, 3, 3), fb_weight=(3, 2, 5, 1, 1))
-    with pytest.raises(mx.base.MXNetError, match="only float32"):
+    with pytest.raises(mx.base.MXNetError, match="input 'bias' has shape"):
+        s.infer_shape(data=(2, 4, 3, 3), fb_bias=(4,))
+    with pytest.raises(mx.base.MXNetError, match="input 'data' has dtype float16; only float32"):
         s.infer_type(data="float16")
     # the compiled op itself rejects bad attributes with its own name
-    with pytest.raises(mx.base.MXNetError, match="FMConvolution3: unknown attribute 'bogus'"):
+    with pytest.raises(mx.base.MXNetError, match="FMConvolution3: unknown attribute bogus='1'"):
         gen_op("FMConvolution3")(mx.nd.ones((1, 2, 1, 1)), mx.nd.ones((1, 1, 2, 1, 1)), mx.nd.ones((1,)),
                                  num_filter="1", num_factor="1", kernel="(1,1)", no_bias="True", bogus="1")
-    with pytest.raises(mx.base.MXNetError, match="num_filter is required"):
+    with pytest.raises(mx.base.MXNetError, match="FMConvolution1: attribute num_filter is required"):
         gen_op("FMConvolution1")(mx.nd.ones((1, 2, 1, 1)), mx.nd.ones((1, 1, 2, 1, 1)), mx.nd.ones((1,)),
                                  num_factor="1", kernel="(1,1)", no_bias="True")
+    with pytest.raises(mx.base.MXNetError, match="FMConvolution3: input 'mask' has shape"):
+        gen_op("FMConvolution3")(mx.nd.ones((1, 2, 1, 1)), mx.nd.ones((1, 2, 2, 1, 1)), mx.nd.ones((3,)),
+                                 num_filter="1", num_factor="2", kernel="(1,1)", no_bias="True")
+
+
+# ------------------------------------------------------------------ attribute grammar
+def _x_w_b(rng, kernel=(1, 1)):
+    x, w, b = rand_problem(rng, B=2, C=3, H=5, W=5, N=2, F=2, kernel=kernel)
+    return x, w, b
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_no_bias_is_parsed_as_mxnet_parses_booleans(op):
+    """no_bias='False' (a string, as MXNet hands every attribute over) keeps the bias."""
+    rng = np.random.RandomState(1)
+    x, w, b = _x_w_b(rng)
+    X, Wt, Bt = (mx.nd.array(a) for a in (x, w, b))
+    with_bias, without = fbref.forward(x, w, b), fbref.forward(x, w, None)
+    for v in ("False", "false", "0", False, 0, " False "):
+        y = getattr(mx.nd, op)(data=X, weight=Wt, bias=Bt, num_filter=2, num_factor=2, kernel=(1, 1), p=0, no_bias=v)
+        assert relerr(y.asnumpy(), with_bias) < 1e-5, v
+        y = gen_op(op)(X, Wt, Bt, mx.nd.ones((2,)), num_filter="2", num_factor="2", kernel="(1,1)", p="0", no_bias=str(v))
+        assert relerr(y.asnumpy(), with_bias) < 1e-5, v
+    for v in ("True", "true", "1", True, 1):
+        y = getattr(mx.nd, op)(data=X, weight=Wt, num_filter=2, num_factor=2, kernel=(1, 1), p=0, no_bias=v)
+        assert relerr(y.asnumpy(), without) < 1e-5, v
+    sym = getattr(mx.sym, op)(data=mx.sym.var("data"), num_filter=2, num_factor=2, kernel=(1, 1), no_bias="False", name="fb")
+    assert "fb_bias" in sym.list_arguments()
+    sym = getattr(mx.sym, op)(data=mx.sym.var("data"), num_filter=2, num_factor=2, kernel=(1, 1), no_bias="true", name="fb")
+    assert "fb_bias" not in sym.list_arguments()
+    for v in ("maybe", "FALSE", "None", "", "2", "no", 2, 0.0):
+        msg = _raises(lambda: getattr(mx.nd, op)(data=X, weight=Wt, bias=Bt, num_filter=2, num_factor=2,
+                                                 kernel=(1, 1), no_bias=v), op)
+        assert msg == "%s: attribute no_bias='%s' is invalid: must be one of True, False, true, false, 1, 0" % (op, v)
+    # a bias next to no_bias=True would be dropped: refused
+    assert "input 'bias' was given but no_bias=True" in _raises(
+        lambda: getattr(mx.nd, op)(data=X, weight=Wt, bias=Bt, num_filter=2, num_factor=2, kernel=(1, 1), no_bias=True), op)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_tuple_attributes_are_parsed_strictly(op):
+    rng = np.random.RandomState(2)
+    x, w, b = _x_w_b(rng, kernel=(2, 2))
+    X, Wt, Bt = (mx.nd.array(a) for a in (x, w, b))
+    ref = fbref.forward(x, w, b, kernel=(2, 2), stride=(1, 1), pad=(1, 1), dilate=(1, 1))
+
+    def call(**kw):
+        args = dict(num_filter=2, num_factor=2, kernel=(2, 2), pad=(1, 1), p=0)
+        args.update(kw)
+        return getattr(mx.nd, op)(data=X, weight=Wt, bias=Bt, **args)
+
+    for pad in ("(1, 1)", "(1,1)", "[1,1]", " ( 1 , 1 ) ", "(1, 1,)", "1", 1, (1, 1), [1, 1], np.int64(1)):
+        assert relerr(call(pad=pad).asnumpy(), ref) < 1e-5, pad
+        y = gen_op(op)(X, Wt, Bt, mx.nd.ones((2,)), num_filter="2", num_factor="2", kernel="(2, 2)", p="0", pad=str(pad))
+        assert relerr(y.asnumpy(), ref) < 1e-5, pad
+    syntax = "expected two integers (give '(h, w)' or one integer for both)"
+    for bad, why in [("(1,", syntax), ("", syntax), ("1,1", syntax), ("(1.5, 1)", syntax), ((1.0, 1.0), syntax),
+                     ("(a, 1)", syntax), ("((1, 1))", syntax), ("(1;1)", syntax), ("(1, 1]", syntax),
+                     ("()", "expected 2 entries, got 0"), ("(1,)", "expected 2 entries, got 1"), ((1,), "expected 2 entries, got 1"),
+                     ("(1, 1, 1)", "expected 2 entries, got 3"), ((-1, 1), "every entry must be an integer >= 0"),
+                     ("(1, 99999999999)", "every entry must be an integer >= 0 and <= 2147483647")]:
+        msg = _raises(lambda: call(pad=bad), op)
+        assert msg.startswith("%s: attribute pad='%s' is invalid: %s" % (op, bad, why)), msg
+    for attr in ("kernel", "stride", "dilate"):
+        for bad in ("(0, 1)", "0", (1, -2)):
+            msg = _raises(lambda: call(**{attr: bad}), op)
+            assert msg == "%s: attribute %s='%s' is invalid: every entry must be an integer >= 1" % (op, attr, bad), msg
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("attr,value,why", [
+    ("num_filter", 1000001, "must be an integer in [1, 1000000]"),
+    ("num_filter", "3.0", "must be an integer in [1, 1000000]"),
+    ("num_filter", True, "must be an integer in [1, 1000000]"),
+    ("num_factor", 100001, "must be an integer in [1, 100000]"),
+    ("num_factor", -2, "must be an integer in [1, 100000]"),
+    ("p", "nan", "must be a number in [0, 1) (the DropFactor drop rate)"),
+    ("p", "inf", "must be a number in [0, 1) (the DropFactor drop rate)"),
+    ("p", "0.5x", "must be a number in [0, 1) (the DropFactor drop rate)"),
+    ("workspace", -1, "must be an integer in [0, 1048576] (MB)"),
+    ("workspace", 1048577, "must be an integer in [0, 1048576] (MB)"),
+    ("memory_limit_mb", -1, "must be an integer in [0, 1073741824] (MB; 0 = no limit)"),
+    ("num_group", 2, "must be 1 (grouped FB layers are not implemented)"),
+    ("eps", -1e-3, "must be a finite number >= 0 (unused, as in the original)"),
+    ("dropfactor_mode", "Inverted", "must be one of 'inverted', 'reference', 'paper'"),
+    ("grad_mode", "", "must be one of 'exact', 'reference'"),
+])
+def test_value_ranges(op, attr, value, why):
+    msg = _raises(lambda: _nd_call(op, **{attr: value}), op)
+    assert msg == "%s: attribute %s='%s' is invalid: %s" % (op, attr, value, why)
+    # the compiled operator says the same when MXNet hands it the string
+    raw = dict(num_filter="3", num_factor="2", kernel="(1,1)", p="0.5")
+    raw[attr] = str(value)
+    msg2 = _raises(lambda: gen_op(op)(mx.nd.ones((2, 4, 3, 3)), mx.nd.ones((3, 2, 4, 1, 1)), mx.nd.ones((3,)),
+                                      mx.nd.ones((2,)), **raw).asnumpy(), op)
+    assert msg2 == msg
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_edge_values_accepted(op):
+    """Boundary values are accepted and compute the right thing (inference: path scale 1 in the
+    default 'inverted' mode, 1-p in 'reference'/'paper')."""
+    rng = np.random.RandomState(4)
+    x, w, b = _x_w_b(rng)
+    X, Wt, Bt = (mx.nd.array(a) for a in (x, w, b))
+    for kw, scale in [(dict(p=0), 1), (dict(p="0.0"), 1), (dict(p=0.999999), 1), (dict(p="5e-1"), 1),
+                      (dict(p=0.25, dropfactor_mode=" paper "), 0.75), (dict(p=0.25, dropfactor_mode="reference"), 0.75),
+                      (dict(workspace=0), 1), (dict(workspace=1048576), 1), (dict(num_group=1), 1), (dict(eps=0), 1),
+                      (dict(eps="1e-10"), 1), (dict(memory_limit_mb=0), 1), (dict(memory_limit_mb=1073741824), 1),
+                      (dict(dilate=(3, 3), stride="2"), 1), (dict(pad="0"), 1), (dict(num_factor="+2"), 1)]:
+        y = getattr(mx.nd, op)(data=X, weight=Wt, bias=Bt, **dict(dict(num_filter=2, num_factor=2, kernel=(1, 1)), **kw))
+        g = dict(stride=(2, 2)) if "stride" in kw else {}
+        assert relerr(y.asnumpy(), fbref.forward(x, w, b, scale=[scale] * 2, **g)) < 1e-5, kw
+
+
+def test_error_text_is_per_call():
+    """lib_api keeps every message of the process; each FB error shows only its own."""
+    cases = [dict(kernel=(5, 5)), dict(shape=(2, 4, 3)), dict(wshape=(3, 2, 5, 1, 1)), dict(kernel=(7, 7))]
+    seen = []
+    for _ in range(2):
+        for kw in cases:
+            msg = _raises(lambda: _nd_call("FMConvolution3", **kw), "FMConvolution3")
+            seen.append(msg)
+    assert len(set(seen)) == len(cases) and seen[:len(cases)] == seen[len(cases):]
+    assert "7x7" in seen[-1] and "5x5" not in seen[-1]
+
+
+# ------------------------------------------------------------------ shapes
+@pytest.mark.parametrize("op", OPS)
+def test_zero_size_inputs_and_oversized_kernels_are_named(op):
+    w, b = mx.nd.ones((3, 2, 4, 1, 1)), mx.nd.ones((3,))
+    kw = dict(num_filter=3, num_factor=2, kernel=(1, 1))
+    for name, shape in (("data", (0, 4, 3, 3)), ("data", (2, 4, 0, 3)), ("weight", (3, 2, 0, 1, 1)), ("bias", (0,))):
+        arrs = dict(data=np.ones((2, 4, 3, 3)), weight=w, bias=b)
+        arrs[name] = np.ones(shape, np.float32)
+        msg = _raises(lambda: getattr(mx.nd, op)(**arrs, **kw), op)
+        assert msg == "%s: input '%s' has shape %s: every dimension must be >= 1 (zero-size inputs are not supported)" % (
+            op, name, shape)
+    s = getattr(mx.sym, op)(data=mx.sym.var("data"), num_filter=3, num_factor=2, kernel=(4, 4), name="fb")
+    with mx.util.np_shape(True):  # there a 0 reaches the operator as a real size
+        msg = _raises(lambda: s.infer_shape(data=(2, 0, 3, 3)), op)
+    assert "input 'data' has shape (2, 0, 3, 3): every dimension must be in [1, 2147483647]" in msg
+    msg = _raises(lambda: s.infer_shape(data=(1, 2, 3, 3)), op)
+    assert msg == ("%s: kernel=(4, 4) with dilate=(1, 1) spans 4x4 and does not fit input 'data' of shape (1, 2, 3, 3) "
+                   "padded by pad=(0, 0) to 3x3" % op)
+    # exactly the padded size fits (one output position); dilation counts
+    s = getattr(mx.sym, op)(data=mx.sym.var("data"), num_filter=3, num_factor=2, kernel=(5, 5), pad=(1, 1), name="fb")
+    assert s.infer_shape(data=(1, 2, 3, 3))[1] == [(1, 3, 1, 1)]
+    s = getattr(mx.sym, op)(data=mx.sym.var("data"), num_filter=3, num_factor=2, kernel=(2, 2), dilate=(3, 1), name="fb")
+    assert "spans 4x2 and does not fit" in _raises(lambda: s.infer_shape(data=(1, 2, 3, 3)), op)
+    # partial inference stays possible: unknown batch (0 in MXNet's legacy shape mode)
+    args, outs, _ = s.infer_shape_partial(data=(0, 2, 5, 5))
+    assert args[1] == (3, 2, 2, 2, 2) and args[2] == (3,)
+    # every size stays within int: padded input, output and weight elements
+    s = getattr(mx.sym, op)(data=mx.sym.var("data"), num_filter=10, num_factor=5, kernel=1, pad=(1100000000, 0), name="fb")
+    assert _raises(lambda: s.infer_shape(data=(1, 2, 1, 1)), op) == (
+        "%s: pad=(1100000000, 0) makes input 'data' of shape (1, 2, 1, 1) 2200000001x1 once padded, above 2147483647" % op)
+    s = getattr(mx.sym, op)(data=mx.sym.var("data"), num_filter=1000, num_factor=1, kernel=1, pad=30000, name="fb")
+    assert "the output for input 'data' of shape (2, 1, 1, 1) would be (2, 1000, 60001, 60001), more than 2147483647" \
+        in _raises(lambda: s.infer_shape(data=(2, 1, 1, 1)), op)
+    s = getattr(mx.sym, op)(data=mx.sym.var("data"), num_filter=100000, num_factor=1000, kernel=3, name="fb")
+    assert "input 'weight' would have shape (100000, 1000, 64, 3, 3) for input 'data' of shape (1, 64, 8, 8)" \
+        in _raises(lambda: s.infer_shape(data=(1, 64, 8, 8)), op)
+
+
+def test_gluon_block_checks_its_arguments():
+    with pytest.raises(mx.base.MXNetError, match=r"^FMConvolution3: attribute num_filter='0' is invalid"):
+        ops.FactorizedBilinear(0)
+    with pytest.raises(mx.base.MXNetError, match=r"^FMConvolution1: attribute kernel='\(1,\)' is invalid"):
+        ops.FactorizedBilinear(4, kernel_size=(1,), variant=1)
+    with pytest.raises(mx.base.MXNetError, match=r"^FactorizedBilinear: in_channels=-1 is invalid: must be an integer >= 0"):
+        ops.FactorizedBilinear(4, in_channels=-1)
+    blk = ops.FactorizedBilinear(4, num_factor="3", kernel_size="[3, 3]", padding=1, in_channels=2)
+    assert blk.weight.shape == (4, 3, 2, 3, 3) and "kernel=(3, 3)" in repr(blk)
+
+
+# ------------------------------------------------------------------ grad_req='add'
+def _stock_and_fb_blocks(variant, hybridize):
+    conv = gluon.nn.Conv2D(3, kernel_size=1, in_channels=4)
+    fb = ops.FactorizedBilinear(3, num_factor=2, in_channels=4, p=0.0, variant=variant)
+    for blk in (conv, fb):
+        blk.initialize(mx.init.Normal(0.5))
+        if hybridize:
+            blk.hybridize()
+    return conv, fb
+
+
+@pytest.mark.parametrize("variant", [1, 3])
+@pytest.mark.parametrize("hybridize", [False, True])
+def test_grad_req_add_accumulates_in_gluon(variant, hybridize):
+    """Two backward passes with grad_req='add' give twice one pass, as stock Conv2D does."""
+    rng = np.random.RandomState(8)
+    xv = rng.uniform(-1, 1, (2, 4, 3, 3))
+    ratios = {}
+    for blk in _stock_and_fb_blocks(variant, hybridize):
+        blk.collect_params().setattr("grad_req", "add")
+        x = mx.nd.array(xv)
+        x.attach_grad(grad_req="add")
+        grads = []
+        for _ in range(2):
+            with autograd.record():
+                y = blk(x)
+            y.backward(mx.nd.ones_like(y))
+            grads.append([x.grad.asnumpy().copy()] + [p.grad().asnumpy().copy() for p in blk.collect_params().values()])
+        ratios[type(blk).__name__] = [np.abs(b).sum() / np.abs(a).sum() for a, b in zip(*grads)]
+        if isinstance(blk, ops.FactorizedBilinear):  # the first pass is the exact gradient
+            gx, gw, gb = fbref.backward(xv, blk.weight.data().asnumpy(), np.ones((2, 3, 3, 3)))
+            for got, want in zip(grads[0], (gx, gw, gb)):
+                assert relerr(got, want) < 1e-5
+    assert np.allclose(ratios["Conv2D"], 2.0)
+    assert np.allclose(ratios["FactorizedBilinear"], ratios["Conv2D"])
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_grad_req_add_accumulates_with_simple_bind(op):
+    rng = np.random.RandomState(9)
+    vals = dict(data=rng.uniform(-1, 1, (2, 4, 3, 3)), fb_weight=rng.normal(0, 0.5, (3, 2, 4, 1, 1)),
+                fb_bias=rng.normal(0, 1, (3,)))
+    data = mx.sym.var("data")
+    syms = {"fb": getattr(mx.sym, op)(data=data, num_filter=3, num_factor=2, kernel=(1, 1), p=0, name="fb"),
+            "conv": mx.sym.Convolution(data=data, num_filter=3, kernel=(1, 1), name="fb")}
+    gy = mx.nd.array(rng.normal(0, 1, (2, 3, 3, 3)))
+    res = {}
+    for key, sym in syms.items():
+        for req in ("add", {"data": "add", "fb_weight": "write", "fb_bias": "null"}):
+            ex = sym.simple_bind(mx.cpu(), data=(2, 4, 3, 3), grad_req=req)
+            for k, a in ex.arg_dict.items():
+                a[:] = vals[k].reshape(a.shape) if k != "fb_weight" or key == "fb" else vals[k][:, 0]
+            for g in ex.grad_dict.values():
+                if g is not None:
+                    g[:] = 0
+            out = []
+            for _ in range(2):
+                ex.forward(is_train=True)
+                ex.backward(gy)
+                out.append({k: g.asnumpy().copy() for k, g in ex.grad_dict.items() if g is not None})
+            res[key, str(req)] = {k: np.abs(out[1][k]).sum() / np.abs(out[0][k]).sum() for k in out[0]}
+    for req in ("add", str({"data": "add", "fb_weight": "write", "fb_bias": "null"})):
+        assert res["fb", req] == pytest.approx(res["conv", req])
+    assert res["fb", "add"] == pytest.approx({"data": 2.0, "fb_weight": 2.0, "fb_bias": 2.0})
+    assert res["fb", str({"data": "add", "fb_weight": "write", "fb_bias": "null"})] == pytest.approx(
+        {"data": 2.0, "fb_weight": 1.0})
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_grad_req_add_accumulates_with_autograd(op):
+    rng = np.random.RandomState(10)
+    x, w, b = rand_problem(rng, B=2, C=3, H=3, W=3, N=2, F=2)
+    arrs = [mx.nd.array(a) for a in (x, w, b)]
+    for a in arrs:
+        a.attach_grad(grad_req="add")
+    for _ in range(3):
+        with autograd.record():
+            y = getattr(mx.nd, op)(*arrs, num_filter=2, num_factor=2, kernel=(1, 1), p=0)
+        y.backward(mx.nd.ones_like(y))
+    for got, want in zip(arrs, fbref.backward(x, w, np.ones((2, 2, 3, 3)))):
+        assert relerr(got.grad.asnumpy(), 3 * want) < 1e-5
+
+
+# ------------------------------------------------------------------ memory guard
+def _fm3_mb(B, C, H, W, N, F):
+    """The documented estimate of FMConvolution3's batched buffers for a 1x1 kernel, in MB."""
+    S, K = B * H * W, C
+    return (S * (4 * K + N * F + 2 * N) + 3 * N * K) * 4 / 2 ** 20
+
+
+def test_memory_guard_default_limit_is_4_gb():
+    sym = mx.sym.FMConvolution3(data=mx.sym.var("data"), num_filter=1000, num_factor=50, kernel=(1, 1), name="fb")
+    # B images of 2048 x 14 x 14 (a ResNet-50-sized head at 14x14)
+    B = max(b for b in range(1, 200) if _fm3_mb(b, 2048, 14, 14, 1000, 50) <= 4096)
+    assert 50 < B < 150
+    assert sym.infer_shape(data=(B, 2048, 14, 14))[1] == [(B, 1000, 14, 14)]
+    msg = _raises(lambda: sym.infer_shape(data=(B + 1, 2048, 14, 14)), "FMConvolution3")
+    assert msg == ("FMConvolution3: input 'data' of shape (%d, 2048, 14, 14) with num_filter=1000, num_factor=50 and "
+                   "kernel=(1, 1) needs about %d MB of batched buffers (the whole batch at once), above the limit of "
+                   "4096 MB (attribute memory_limit_mb, environment variable FBOP_MEMORY_LIMIT_MB; 0 = no limit). Use "
+                   "FMConvolution1, which works in chunks within `workspace`, or a smaller batch"
+                   % (B + 1, np.ceil(_fm3_mb(B + 1, 2048, 14, 14, 1000, 50))))
+    mb = _fm3_mb(512, 2048, 14, 14, 1000, 50)  # about 23 GB
+    assert 22000 < mb < 24000
+    assert "needs about %d MB" % np.ceil(mb) in _raises(lambda: sym.infer_shape(data=(512, 2048, 14, 14)), "FMConvolution3")
+    # FMConvolution1 takes the same call in chunks within its workspace
+    sym1 = mx.sym.FMConvolution1(data=mx.sym.var("data"), num_filter=1000, num_factor=50, kernel=(1, 1), name="fb")
+    assert sym1.infer_shape(data=(512, 2048, 14, 14))[1] == [(512, 1000, 14, 14)]
+
+
+def test_memory_guard_attribute_and_environment(monkeypatch):
+    x, w = mx.nd.ones((4, 16, 16, 16)), mx.nd.ones((20, 10, 16, 1, 1)) * 0.1
+    assert 1 < _fm3_mb(4, 16, 16, 16, 20, 10) < 2
+
+    def call(op="FMConvolution3", **kw):
+        return getattr(mx.nd, op)(data=x, weight=w, no_bias=True, num_filter=20, num_factor=10, kernel=(1, 1), **kw).asnumpy()
+
+    ref = call()
+    msg = _raises(lambda: call(memory_limit_mb=1), "FMConvolution3")
+    assert "needs about 2 MB of batched buffers" in msg and "above the limit of 1 MB" in msg
+    assert np.array_equal(call(memory_limit_mb=2), ref) and np.array_equal(call(memory_limit_mb=0), ref)
+    monkeypatch.setenv("FBOP_MEMORY_LIMIT_MB", "1")
+    assert "above the limit of 1 MB" in _raises(call, "FMConvolution3")
+    assert np.array_equal(call(memory_limit_mb=2), ref)               # the attribute wins
+    assert np.allclose(call("FMConvolution1"), ref, rtol=1e-5)        # chunks within the limit instead
+    assert 0 < ops.last_peak_bytes() <= 1 << 20
+    monkeypatch.setenv("FBOP_MEMORY_LIMIT_MB", "0")
+    assert np.array_equal(call(), ref)
+    monkeypatch.setenv("FBOP_MEMORY_LIMIT_MB", "lots")
+    assert _raises(call, "FMConvolution3") == (
+        "FMConvolution3: environment variable FBOP_MEMORY_LIMIT_MB='lots' is invalid: must be an integer in "
+        "[0, 1073741824] (MB; 0 = no limit)")
+    monkeypatch.delenv("FBOP_MEMORY_LIMIT_MB")
+    # FMConvolution1 is refused only when one image and one output exceed the limit
+    big = mx.sym.FMConvolution1(data=mx.sym.var("data"), num_filter=10, num_factor=2, kernel=(3, 3), pad=(1, 1),
+                                memory_limit_mb=100, name="fb")
+    assert big.infer_shape(data=(8, 64, 64, 64))[1] == [(8, 10, 64, 64)]
+    msg = _raises(lambda: big.infer_shape(data=(1, 256, 256, 256)), "FMConvolution1")
+    assert "of scratch for one image and one output, above the limit of 100 MB" in msg
+    assert "Use a smaller input or kernel" in msg
+
+
+# ------------------------------------------------------------------ input conversion
+@pytest.mark.parametrize("op", OPS)
+def test_numpy_and_list_inputs_are_converted(op):
+    rng = np.random.RandomState(12)
+    x, w, b = rand_problem(rng, B=2, C=3, H=3, W=2, N=2, F=2)
+    ref = fbref.forward(x, w, b)
+    kw = dict(num_filter=2, num_factor=2, kernel=(1, 1), p=0)
+    for args in ((x, w, b), (x.tolist(), mx.nd.array(w), list(b)), (mx.nd.array(x), w.astype(np.float32), tuple(b))):
+        y = getattr(mx.nd, op)(*args, **kw)
+        assert isinstance(y, mx.nd.NDArray) and y.dtype == np.float32 and y.context == mx.cpu()
+        assert relerr(y.asnumpy(), ref) < 1e-5
+    for name, bad, what in [("data", "x", "got str"), ("weight", {"a": 1}, "got dict"), ("bias", 3.0, "got float"),
+                            ("data", mx.sym.var("d"), "got mxnet.symbol.symbol.Symbol"),
+                            ("data", [[1, 2], [3]], "(a list) cannot be converted to a float32 array"),
+                            ("weight", np.array(["a"]), "(a numpy.ndarray) cannot be converted to a float32 array")]:
+        arrs = dict(data=x, weight=w, bias=b)
+        arrs[name] = bad
+        msg = _raises(lambda: getattr(mx.nd, op)(**arrs, **kw), op)
+        assert msg.startswith("%s: input '%s' " % (op, name)) and what in msg, msg
+    sym = getattr(mx.sym, op)
+    msg = _raises(lambda: sym(data=mx.nd.array(x), **kw), op)
+    assert msg == "%s: input 'data' must be an mx.sym.Symbol in mx.sym calls, got mxnet.ndarray.ndarray.NDArray" % op
+    msg = _raises(lambda: sym(data=mx.sym.var("d"), weight=w, **kw), op)
+    assert msg.startswith("%s: input 'weight' must be an mx.sym.Symbol" % op)
 
 
 def test_library_reports_backend_and_rebuilds_when_stale(tmp_path):

@@ -185,8 +185,13 @@ def all_rows(families=FAMILIES, models=None):
 # Counting
 # ------------------------------------------------------------------------------------------------
 def _fb_params(records):
-    """Parameters of the FB operator nodes (their weight and bias inputs)."""
-    return sum(r["params"] for r in records if r["op"].startswith("FMConvolution"))
+    """Parameters of the FB operator nodes: their weight and bias inputs, directly or through the
+    ``_copy`` (identity) the operator's wrappers put on graph variables for grad_req='add'."""
+    total = 0
+    for r in records:
+        if r["op"].startswith("FMConvolution"):
+            total += r["params"] + sum(records[i]["params"] for i in r["inputs"] if records[i]["op"] == "_copy")
+    return total
 
 
 def count_row(name, kwargs, size):
