@@ -4,6 +4,7 @@
 #   ./run.sh test      setup if needed, then the test suite (what CI runs)
 #   ./run.sh demo      setup, embedded dataset, baseline + FBN training, table and curves
 #   ./run.sh help      list every subcommand with the paper number it should reach
+#   ./run.sh NAME      one published command (mxrepro/recipes/*_table.py), e.g. fbn-c100-resnet164-fbn
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -13,11 +14,6 @@ PY="$VENV/bin/python"
 PYTHON_BIN="${PYTHON:-python3.11}"
 # MXNet uses only half the cores unless this is set before it is imported.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc 2>/dev/null || echo 2)}"
-
-declare -a CMD_NAMES=()
-declare -A CMD_HELP=()
-# register_cmd NAME "one-line description (paper number)"; the function cmd_NAME runs it.
-register_cmd() { CMD_NAMES+=("$1"); CMD_HELP["$1"]="$2"; }
 
 log() { printf '[run.sh] %s\n' "$*" >&2; }
 
@@ -63,8 +59,8 @@ cmd_setup() {
       || log "WARNING: could not install nvidia-curand; 'make -C operators gpu' needs cuRAND headers"
   fi
   install_system_deps
-  # builds operators/build/libfbop.so only when it is missing or older than its sources (and says so)
-  "$PY" -c "import mxrepro.ops as o; print('FB operator library: %s (sgemm: %s)' % (o._loaded_path, o.gemm_backend()))"
+  # builds operators/build/libfbop.so only when it is missing or older than its sources (and says so then)
+  "$PY" -c "import mxrepro.ops"
 }
 
 cmd_test() {
@@ -77,36 +73,38 @@ cmd_demo() {
   "$PY" tools/demo.py "$@"
 }
 
+# The published commands are data (mxrepro/recipes/*_table.py); the runner resolves them. It imports no
+# MXNet, so help works before set-up with any Python 3.
+recipes() { PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "${PY_ANY:-$PY}" -m mxrepro.recipes.runner "$@"; }
+
 cmd_help() {
   cat <<EOF
 usage: ./run.sh COMMAND [args]
 
-  setup          create .venv, install pinned requirements, build operators/ (idempotent)
+  setup          create .venv, install pinned requirements and the package, build operators/ (idempotent)
   test [ARGS]    setup, then run the test suite (extra ARGS go to pytest)
   demo           train a baseline and an FBN network on the embedded digits dataset
   help           this list
 EOF
-  local n
-  for n in "${CMD_NAMES[@]}"; do printf '  %-28s %s\n' "$n" "${CMD_HELP[$n]}"; done
-  cat <<EOF
-
-Environment: DATA_DIR, GPUS (comma list, empty = CPU), BATCH_SIZE override the published values.
-EOF
+  [ -x "$PY" ] || PY_ANY="$PYTHON_BIN"
+  recipes help
 }
-
-# Published commands of each paper live beside their scripts and register themselves here.
-for f in "$ROOT"/tools/run_*.sh; do
-  [ -f "$f" ] && source "$f"
-done
 
 main() {
   local cmd="${1:-help}"; shift || true
   case "$cmd" in
-    setup|test|demo|help) "cmd_$cmd" "$@" ;;
+    setup) cmd_setup
+      "$PY" -c "import mxrepro.ops as o; print('FB operator library: %s (sgemm: %s)' % (o._loaded_path, o.gemm_backend()))" ;;
+    test|demo|help) "cmd_$cmd" "$@" ;;
     -h|--help) cmd_help ;;
     *)
-      if declare -F "cmd_${cmd//-/_}" >/dev/null; then "cmd_${cmd//-/_}" "$@"
-      else log "unknown command '$cmd'"; cmd_help; exit 2; fi ;;
+      [ -x "$PY" ] || PY_ANY="$PYTHON_BIN"
+      if recipes names | grep -x -- "$cmd" >/dev/null; then
+        cmd_setup
+        PY_ANY="$PY" recipes run "$cmd" "$@"
+      else
+        log "unknown command '$cmd'"; cmd_help; exit 2
+      fi ;;
   esac
 }
 main "$@"

@@ -25,12 +25,12 @@ Layouts (made by tools/prepare_cifar.py, tools/prepare_digits.py, tools/prepare_
 Every loader yields ``(data, label)`` NDArray batches, knows its number of batches per epoch, and
 takes ``set_epoch(e)``: shuffling (and, with ``num_workers=0``, augmentation) is a function of
 (seed, epoch). ``num_parts`` / ``part_index`` give every distributed worker a disjoint, equal share
-(mxnet-notes §1.2, §6).
+(docs/reference/mxnet.md §1.2, §6).
 
-Augmentation: FBN (fbn.md §5.1, §5.3) mean subtraction only, CIFAR pad 4 + random crop + flip,
-ImageNet the tornadomeet levels; gluon-cv (AFF, aff.md §3) CIFAR RandomCrop(32, pad 4) + flip +
+Augmentation: FBN (docs/reference/fbn.md §5.1, §5.3) mean subtraction only, CIFAR pad 4 + random crop + flip,
+ImageNet the tornadomeet levels; gluon-cv (AFF, docs/reference/aff.md §3) CIFAR RandomCrop(32, pad 4) + flip +
 Normalize(CIFAR mean/std), ImageNet RandomResizedCrop(0.08-1, 3/4-4/3) + flip + jitter 0.4 +
-lighting 0.1, evaluation resize ceil(224/0.875) + centre crop; bL-Net (blnet.md §3) the same without
+lighting 0.1, evaluation resize ceil(224/0.875) + centre crop; bL-Net (docs/reference/blnet.md §3) the same without
 lighting.
 """
 import math
@@ -141,7 +141,7 @@ class RecIterLoader(Loader):
     e)). ``last_batch``: 'pad' = ceil(n / batch) batches, the last one completed from the start of the
     file (the iterator's ``round_batch``, as the original FBN scripts), 'discard' = floor(n / batch).
     Validation batches are trimmed to the true record count (the iterator pads the last batch, and
-    ``batch.pad`` is stale after ``reset()``, mxnet-notes §7). MXNet errors name ``path``."""
+    ``batch.pad`` is stale after ``reset()``, docs/reference/mxnet.md §7). MXNet errors name ``path``."""
 
     def __init__(self, make_iter, num_samples, batch_size, train, path, last_batch="discard", seed=0):
         self.make_iter, self.batch_size, self.train, self.path = make_iter, int(batch_size), train, path
@@ -190,7 +190,7 @@ def cifar_transforms(train, mean=CIFAR_MEAN, std=CIFAR_STD, pad=4, size=32):
 
 
 def imagenet_transforms(train, input_size=224, crop_ratio=0.875, jitter=0.4, lighting=0.1):
-    """gluon-cv ImageNet pipeline for image folders (the DataLoader path of aff.md §3.1)."""
+    """gluon-cv ImageNet pipeline for image folders (the DataLoader path of docs/reference/aff.md §3.1)."""
     norm = transforms.Normalize([m / 255.0 for m in IMAGENET_MEAN_RGB], [s / 255.0 for s in IMAGENET_STD_RGB])
     if train:
         return transforms.Compose([transforms.RandomResizedCrop(input_size), transforms.RandomFlipLeftRight(),
@@ -288,7 +288,7 @@ class RecordIterData(_Spec):
 
 
 def fbn_rec_kwargs(dataset, data_shape, pad_fill=127, aug_level=2, mean=IMAGENET_MEAN_RGB):
-    """(train, val) ImageRecordIter arguments of the original FBN scripts (fbn.md §5.1, §5.3): mean
+    """(train, val) ImageRecordIter arguments of the original FBN scripts (docs/reference/fbn.md §5.1, §5.3): mean
     subtraction only; CIFAR pad 4 (fill ``pad_fill``) + random crop + mirror; ImageNet random crop +
     mirror, level 2 adds scale [0.533, 1], aspect 0.25 and HSL (36, 50, 50), level 3 rotation 10 and
     shear 0.1."""
@@ -306,7 +306,7 @@ def fbn_rec_kwargs(dataset, data_shape, pad_fill=127, aug_level=2, mean=IMAGENET
 
 
 def gluoncv_rec_kwargs(input_size=224, crop_ratio=0.875, jitter=0.4, lighting=0.1):
-    """(train, val) ImageRecordIter arguments of gluon-cv's ImageNet recipe (aff.md §3.1; bL-Net without
+    """(train, val) ImageRecordIter arguments of gluon-cv's ImageNet recipe (docs/reference/aff.md §3.1; bL-Net without
     lighting): RandomResizedCrop 0.08-1, aspect 3/4-4/3, mirror, colour jitter, PCA lighting; evaluation
     resize ceil(input/crop_ratio) + centre crop; ImageNet mean/std."""
     norm = dict(mean_r=IMAGENET_MEAN_RGB[0], mean_g=IMAGENET_MEAN_RGB[1], mean_b=IMAGENET_MEAN_RGB[2],

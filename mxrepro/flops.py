@@ -9,7 +9,7 @@ multiply-adds (per image x batch):
 * ``Deconvolution``: input elements x (C_out / groups) x k_h x k_w,
 * ``FullyConnected``: batch x C_in x C_out,
 * ``batch_dot``: output elements x the contracted length (the B-CNN baseline's bilinear pooling),
-* ``FMConvolution1`` / ``FMConvolution3`` (the FB layer, fbn.md §1.2): output elements x (F + 1) x K with
+* ``FMConvolution1`` / ``FMConvolution3`` (the FB layer, docs/reference/fbn.md §1.2): output elements x (F + 1) x K with
   K = (C_in / groups) x k_h x k_w: F·K for the factor projections ``v_jf . x`` plus K for the diagonal
   correction ``sum_k c_jk x_k^2`` (the squares of the projections and of ``x`` are element-wise work,
   like bias additions).
@@ -18,9 +18,9 @@ Bias additions excluded: ResNet-50 v1b = 4.089G. Every other op is tallied as el
 (output elements) and reported separately.
 
 ``report['ref_macs']`` also gives the count in the convention of the AFF reference's
-``utils/flops.py`` (a gluon-cv summary hook) that produced the paper's "GFLOPs" and aff.md §2.7:
+``utils/flops.py`` (a gluon-cv summary hook) that produced the paper's "GFLOPs" and docs/reference/aff.md §2.7:
 conv multiply-adds + conv bias additions, and a Dense layer as 2*in*out - in + out. It reproduces
-aff.md §2.7 to the MAC-million: ResNet-50 4.091G, AFF-ResNet-50 4.326G, iAFF-ResNet-50 4.562G
+docs/reference/aff.md §2.7 to the MAC-million: ResNet-50 4.091G, AFF-ResNet-50 4.326G, iAFF-ResNet-50 4.562G
 (pure multiply-adds: 4.089 / 4.323 / 4.556).
 
 Parameters: :func:`count_params` gives (trainable, all) for a Gluon block (trainable = ``grad_req !=

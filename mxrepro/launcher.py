@@ -1,5 +1,5 @@
 """The launcher side of data-parallel training on MXNet's parameter server (ps-lite,
-``--kv-store dist_*``); ``tools/launch.py`` is its command-line front end (mxnet-notes.md §1.4, §6):
+``--kv-store dist_*``); ``tools/launch.py`` is its command-line front end (docs/reference/mxnet.md §1.4, §6):
 
 * :func:`patch_dmlc_tracker` -- the ``dmlc_tracker`` package shipped in the mxnet 1.9.1 wheel calls
   ``Thread.isAlive`` (removed in Python 3.9); the shim restores it before the tracker is used.

@@ -1,6 +1,6 @@
 """The FB operator library (operators/): build-if-stale, ``mx.library.load`` and the Python API.
 
-After ``import mxrepro`` the Factorized Bilinear layer of FBN (fbn.md sections 1-2) is available as
+After ``import mxrepro`` the Factorized Bilinear layer of FBN (docs/reference/fbn.md §1-2) is available as
 
     mx.sym.FMConvolution3(data=in5b, num_filter=100, num_factor=20, kernel=(1,1), stride=(1,1),
                           pad=(0,0), p=0.5, name='bilinear1')
@@ -291,7 +291,7 @@ def _make_wrapper(op, symbolic):
     fm_convolution.__name__ = op
     fm_convolution.__qualname__ = op
     fm_convolution.__doc__ = (
-        "%s: the Factorized Bilinear layer of FBN (fbn.md sections 1-2)%s.\n\n"
+        "%s: the Factorized Bilinear layer of FBN (docs/reference/fbn.md §1-2)%s.\n\n"
         "y_j = sum_f m_f [(v_jf . x)^2 - sum_k v_jfk^2 x_k^2] + bias_j at every output position.\n"
         "Inputs data (B,C,H,W), weight (num_filter, num_factor, C, kh, kw), bias (num_filter);\n"
         "mx.nd also takes numpy arrays or lists (converted to float32 on the other inputs' context).\n"
@@ -308,7 +308,7 @@ def _make_wrapper(op, symbolic):
 class FactorizedBilinear(HybridBlock):
     """Gluon block owning the FB weight (N, F, C, kh, kw) and bias (N); calls FMConvolution1/3.
 
-    Initialisation as the original (fbn.md 1.5): Xavier gaussian, fan-in, magnitude 2 over the
+    Initialisation as the original (docs/reference/fbn.md §1.5): Xavier gaussian, fan-in, magnitude 2 over the
     5-D weight (sigma = sqrt(2 / (F*C*kh*kw))), zero bias."""
 
     def __init__(self, channels, num_factor=20, kernel_size=1, strides=1, padding=0, dilation=1,

@@ -1,8 +1,8 @@
 // Factorized Bilinear (FB) layer: shared geometry and the CPU/GPU compute entry points.
 //
-// Maths (fbn.md section 1.2, "FBN" ICCV 2017): for every output position s (im2col patch x_s in R^K,
+// Maths (docs/reference/fbn.md §1.2, "FBN" ICCV 2017): for every output position s (im2col patch x_s in R^K,
 // K = C*kh*kw) and output channel j with factors v_{j,f} in R^K and per-factor path scale s_f
-// (the DropFactor mask, fbn.md section 2):
+// (the DropFactor mask, docs/reference/fbn.md §2):
 //     y[s,j] = sum_f s_f * ( (v_{jf} . x_s)^2 - sum_k v_{jfk}^2 x_{sk}^2 ) + bias_j
 // i.e. the pairwise terms sum_{k!=l} <w_k, w_l> x_k x_l with no 1/2 factor.
 //

@@ -4,11 +4,11 @@
 // `mask` is the output of MXNet's own Dropout on ones(F) (built by mxrepro/ops.py): lib_api passes
 // no train/inference flag to operators, but Dropout knows the mode. In training it holds
 // {0, 1/(1-p)}, in inference exactly 1. resolve_scale turns it into per-factor path scales
-// according to `dropfactor_mode` (fbn.md section 2):
+// according to `dropfactor_mode` (docs/reference/fbn.md §2):
 //   inverted  (default) train: mask          inference: 1      (E[train] == inference)
 //   reference            train: mask          inference: 1-p    (the released code)
 //   paper                train: mask*(1-p)    inference: 1-p    (Fig. 1 of the paper)
-// `grad_mode`: exact (default) or reference (the original's data gradient, fbn.md 1.4).
+// `grad_mode`: exact (default) or reference (the original's data gradient, docs/reference/fbn.md §1.4).
 //
 // Every attribute is validated with MXNet's grammar and a stated range, shapes in the operator's
 // own shape function, and FMConvolution3's batched buffers against a memory limit; each error
@@ -313,7 +313,7 @@ bool parse_params(const std::unordered_map<std::string, std::string>& attrs, con
     } else if (k == "num_group") {
       if (!parse_int(v, &iv) || iv != 1)
         return bad_attr(op, k, v, "must be 1 (grouped FB layers are not implemented)");
-    } else if (k == "eps") {  // declared but unused in the original (fbn.md 1.1)
+    } else if (k == "eps") {  // declared but unused in the original (docs/reference/fbn.md §1.1)
       double d;
       if (!parse_float(v, &d) || d < 0)
         return bad_attr(op, k, v, "must be a finite number >= 0 (unused, as in the original)");

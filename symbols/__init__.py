@@ -1,4 +1,4 @@
-"""FBN symbol definitions (Module API), one module per network family (fbn.md section 4).
+"""FBN symbol definitions (Module API), one module per network family (docs/reference/fbn.md §4).
 
 Importing the package registers every `--network` name in the project registry
 (``mxrepro.models.registry``, ``kind='symbol', family='fbn'``):

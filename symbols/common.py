@@ -1,6 +1,6 @@
-"""Pieces shared by the FBN symbol definitions (fbn.md sections 4, 4.1-4.4).
+"""Pieces shared by the FBN symbol definitions (docs/reference/fbn.md §4, §4.1-4.4).
 
-The FBN head (fbn.md section 4, "common FBN head pattern"):
+The FBN head (docs/reference/fbn.md §4, "common FBN head pattern"):
 
     features -> [BN ->] tanh -> { FB op (1x1, N=classes, F factors, DropFactor p)
                                  + plain 1x1 Convolution(N, with bias) } -> sum
@@ -12,7 +12,7 @@ the published input sizes (8x8 CIFAR, 7x7 ImageNet maps) and it also works at ot
 """
 import mxnet as mx
 
-# BN epsilon of the CIFAR and Inception symbols (fbn.md 4.1); the ImageNet ResNet uses 2e-5.
+# BN epsilon of the CIFAR and Inception symbols (docs/reference/fbn.md §4.1); the ImageNet ResNet uses 2e-5.
 BN_EPS = 1e-10 + 1e-5
 FB_OPS = ("FMConvolution1", "FMConvolution3")
 

@@ -1,5 +1,5 @@
 """ImageNet Inception-BN (`inception-bn`, Ioffe & Szegedy 2015 as in MXNet's model zoo) and its FBN
-variant (`inception-bn-fmconv`), fbn.md section 4.4.
+variant (`inception-bn-fmconv`), docs/reference/fbn.md §4.4.
 
 7x7/2 -> maxpool -> 1x1(64) -> 3x3(192) -> maxpool -> 3a, 3b, 3c(B) -> 4a-4e(B) -> 5a, 5b: 1024
 channels at 7x7. In the FBN variant the four branch outputs of 5b use tanh (the reduce convs keep

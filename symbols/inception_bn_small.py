@@ -1,5 +1,5 @@
 """CIFAR Inception-BN-small (`inception-bn-small`) and its FBN variant
-(`inception-bn-small-fmconv`), fbn.md section 4.2.
+(`inception-bn-small-fmconv`), docs/reference/fbn.md §4.2.
 
 ConvFactory = conv (with bias) -> BN -> activation. Simple(a, b) = concat[1x1(a), 3x3(b)];
 Down(b) = concat[3x3/2(b), maxpool 3x3/2 pad 1]. Stem 3x3(96), then Simple(32,32),
@@ -67,7 +67,7 @@ def inception_bn_small(num_classes=100, res_module_num=18, depth=50, fmconv_fact
 def inception_bn_small_fmconv(num_classes=100, res_module_num=18, depth=50, fmconv_factor=20,
                               fmconv_drop=0.5, bn_mom=0.9, workspace=512, fb_op="FMConvolution3", **kw):
     """FBN: in5b (tanh) -> FMConvolution3 `bilinear1` + 1x1 conv `conv_fc` -> sum -> avg-pool ->
-    `flatten` -> softmax (fbn.md 4.2)."""
+    `flatten` -> softmax (docs/reference/fbn.md §4.2)."""
     with mx.name.NameManager():
         x = inception_small_body("tanh", bn_mom)
         return fbn_head(x, num_classes, fmconv_factor, fmconv_drop, fb_op, fb_name="bilinear1",

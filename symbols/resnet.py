@@ -1,5 +1,5 @@
 """ImageNet pre-activation ResNet (`resnet`, depth via ``depth``) and its FBN variant
-(`resnet-fmconv`), fbn.md section 4.3 (tornadomeet-style ResNet-v2, He et al. 2016 "Identity
+(`resnet-fmconv`), docs/reference/fbn.md §4.3 (tornadomeet-style ResNet-v2, He et al. 2016 "Identity
 Mappings").
 
 `bn_data` (fix_gamma) on the input; stem 7x7/2 -> BN -> ReLU -> maxpool 3x3/2; four stages with

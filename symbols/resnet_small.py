@@ -1,5 +1,5 @@
 """CIFAR pre-activation bottleneck ResNet (`resnet-small`) and its FBN variant
-(`resnet-small-fmconv`), fbn.md section 4.1.
+(`resnet-small-fmconv`), docs/reference/fbn.md §4.1.
 
 Depth 9n+2 with n = ``res_module_num``: n=18 is ResNet-164, n=111 ResNet-1001. Stages of 64/128/256
 output channels (bottleneck width 1/4), 32 -> 16 -> 8; the stride sits on the first 1x1 conv and
@@ -13,8 +13,8 @@ from mxrepro.models.registry import register_model
 
 from .common import BN_EPS, fb_op_kwargs, fbn_head, pooled_softmax
 
-# Paper numbers (fbn.md section 7: test error %, params as printed) and the exact parameter
-# counts of these symbols (fbn.md 4.5: CIFAR-100, F=20).
+# Paper numbers (docs/reference/fbn.md §7: test error %, params as printed) and the exact parameter
+# counts of these symbols (docs/reference/fbn.md §4.5: CIFAR-100, F=20).
 PAPER = {
     "resnet-164": dict(params_m=1.7, cifar10_err=5.30, cifar100_err=23.64),
     "resnet-1001": dict(params_m=10.2, cifar10_err=4.04, cifar100_err=20.50),
@@ -80,7 +80,7 @@ def resnet_small(num_classes=100, res_module_num=18, depth=50, fmconv_factor=20,
 def resnet_small_fmconv(num_classes=100, res_module_num=18, depth=50, fmconv_factor=20, fmconv_drop=0.5,
                         bn_mom=0.9, workspace=512, fb_op="FMConvolution3", **kw):
     """ResNet-(9n+2)-FBN: final BN -> tanh -> FMConvolution3 `bilinear` + unnamed 1x1 conv -> sum
-    -> global avg-pool -> `flatten1` -> softmax (fbn.md 4.1)."""
+    -> global avg-pool -> `flatten1` -> softmax (docs/reference/fbn.md §4.1)."""
     with mx.name.NameManager():
         bn = resnet_small_body(res_module_num, bn_mom)
         act = mx.sym.Activation(data=bn, act_type="tanh")

@@ -1,4 +1,4 @@
-"""Independent NumPy reference of the FB layer (fbn.md 1.2-1.4), in float64.
+"""Independent NumPy reference of the FB layer (docs/reference/fbn.md §1.2-1.4), in float64.
 
 Written from the maths, not from the C++ code: explicit im2col with loops, the closed form
 sum_f s_f[(v.x)^2 - sum_k v_k^2 x_k^2], the explicit pairwise sum over k != l, and hand-derived

@@ -1,6 +1,7 @@
-"""AFF (issue D): fusion maths against NumPy, every registered AFF/ResNet model's contract (forward,
-backward, export round trip), parameter and multiply-add counts against aff.md §2.6-2.7 and gluon-cv,
-host structure (start_layer, branch/shortcut order, last_gamma), the scripts' seed command lines."""
+"""AFF: every fusion's maths against NumPy, parameter and multiply-add counts against
+docs/reference/aff.md §2.6-2.7 and gluon-cv, host structure (start_layer, branch/shortcut order,
+last_gamma), the reference scripts' --model/--askc-type names. The forward/backward/export contract of
+every model is tests/test_registry.py's."""
 import os
 import sys
 
@@ -20,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # ------------------------------------------------------------------------------------------------
-# NumPy reference of the fusion maths (aff.md §1)
+# NumPy reference of the fusion maths (docs/reference/aff.md §1)
 # ------------------------------------------------------------------------------------------------
 EPS = 1e-5
 
@@ -73,7 +74,7 @@ def np_fusion(f, x, y, train=False):
         xi = x * w1 + y * (1 - w1)
         w2 = np_weights(f.att2, xi, train)
         return x * w2 + y * (1 - w2)
-    if isinstance(f, A._SelectFuse):  # AFF, Global+Global, Local+Local: factor 2 (aff.md §1.2)
+    if isinstance(f, A._SelectFuse):  # AFF, Global+Global, Local+Local: factor 2 (docs/reference/aff.md §1.2)
         w = np_weights(f.att, x + y, train)
         return 2 * x * w + 2 * y * (1 - w)
     if isinstance(f, A.MSGAU):
@@ -240,11 +241,11 @@ def test_fusion_names_aliases_and_budget():
 
     def n(f):
         return count_params(f)[0]
-    # AFF: two C->C/r->C bottlenecks with biases and BN; iAFF twice that (aff.md §1.1-1.3)
+    # AFF: two C->C/r->C bottlenecks with biases and BN; iAFF twice that (docs/reference/aff.md §1.1-1.3)
     bott = 2 * (c * (c // 16) + c // 16 + 2 * (c // 16) + (c // 16) * c + c + 2 * c)
     assert n(A.get_fusion("aff", c, 16)) == bott
     assert n(A.get_fusion("iaff", c, 16)) == 2 * bott
-    # paper-era "pw" branches: PWConv(C->C)+BN each, the r=2 budget of Table 4 (aff.md §1.5)
+    # paper-era "pw" branches: PWConv(C->C)+BN each, the r=2 budget of Table 4 (docs/reference/aff.md §1.5)
     pw = 2 * (c * c + c + 2 * c)
     for name in ("ms_gau", "ms_senet", "ms_sa", "aff_pw"):
         assert n(A.get_fusion(name, c, 16)) == pw, name
@@ -255,7 +256,7 @@ def test_fusion_names_aliases_and_budget():
 # Registry-wide contract
 # ------------------------------------------------------------------------------------------------
 # ------------------------------------------------------------------------------------------------
-# Sizes: parameters (aff.md §2.6) and multiply-adds (§2.7)
+# Sizes: parameters (docs/reference/aff.md §2.6) and multiply-adds (§2.7)
 # ------------------------------------------------------------------------------------------------
 PARAMS = [  # name, kwargs, trainable (M), with BN statistics (M) or None
     ("resnet50_v1b", {}, 25.557, 25.610),
@@ -305,7 +306,7 @@ def test_baselines_match_gluoncv(ours, theirs):
     assert sorted(p.shape for p in get_model(ours).collect_params().values()) == shapes
 
 
-MACS = [  # name, kwargs, pure multiply-adds (G, 2 decimals), reference convention (G, aff.md §2.7)
+MACS = [  # name, kwargs, pure multiply-adds (G, 2 decimals), reference convention (G, docs/reference/aff.md §2.7)
     ("resnet50_v1b", {}, 4.09, 4.091),
     ("aff_resnet50", {}, 4.32, 4.326),
     ("iaff_resnet50", {}, 4.56, 4.562),
@@ -381,7 +382,7 @@ class _TakeShortcut(nn.HybridBlock):
 
 
 def test_fusion_gets_branch_first_then_shortcut():
-    """fuse(x = residual branch, residual = shortcut), as the reference code (aff.md §1)."""
+    """fuse(x = residual branch, residual = shortcut), as the reference code (docs/reference/aff.md §1)."""
     x = nd.random.normal(shape=(2, 8, 6, 6))
     for fuse, expect in ((_TakeBranch(), "branch"), (_TakeShortcut(), "shortcut")):
         pre = PreActBlock(8, 8, fuse=fuse)

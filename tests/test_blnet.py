@@ -1,4 +1,4 @@
-"""bL-Net (blnet.md): parameter counts, block lists, a NumPy reference forward, shapes for any input
+"""bL-Net (docs/reference/blnet.md): parameter counts, block lists, a NumPy reference forward, shapes for any input
 size, init, fusion hook, hybridize/export round trip and a short real-data training run."""
 import math
 import os
@@ -21,7 +21,7 @@ def n_params(net):
 
 
 # --------------------------------------------------------------------------------------------------
-# Parameter counts (blnet.md §1.8 item 6, §2.1, §2.2; 1000 classes)
+# Parameter counts (docs/reference/blnet.md §1.8 item 6, §2.1, §2.2; 1000 classes)
 # --------------------------------------------------------------------------------------------------
 EXACT = [
     ("bl_resnet50", dict(alpha=2, beta=4), 26694568),
@@ -31,7 +31,7 @@ EXACT = [
     ("bl_resnet50_a2_b2", {}, 26974632),
     ("bl_resnet50_a4_b4", {}, 26236456),
 ]
-MILLIONS = [  # [CALC] figures in blnet.md, given to 0.01 M
+MILLIONS = [  # [CALC] figures in docs/reference/blnet.md, given to 0.01 M
     ("bl_resnet101", dict(alpha=2, beta=4), 41.85),
     ("bl_resnet101", dict(alpha=2, beta=2), 43.39),
     ("bl_resnet101", dict(alpha=4, beta=4), 40.97),
@@ -64,7 +64,7 @@ def test_resnet50_baseline_param_count():
 
 
 # --------------------------------------------------------------------------------------------------
-# Block lists (blnet.md §1.5)
+# Block lists (docs/reference/blnet.md §1.5)
 # --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("depth,beta,big,little", [
     (50, 2, [2, 3, 5], [1, 1, 2]), (50, 4, [2, 3, 5], [1, 1, 1]),
@@ -85,7 +85,7 @@ def test_block_lists(depth, beta, big, little):
 
 
 # --------------------------------------------------------------------------------------------------
-# Independent NumPy reference forward (inference mode), written from blnet.md §1 only
+# Independent NumPy reference forward (inference mode), written from docs/reference/blnet.md §1 only
 # --------------------------------------------------------------------------------------------------
 def _np(p):
     return p.data().asnumpy().astype(np.float64)

@@ -1,4 +1,4 @@
-"""Backbone x fusion x head combinations through the registry (issue F, "Beyond the papers").
+"""Backbone x fusion x head combinations through the registry.
 
 Builds bL-ResNet-50 with AFF in every block and the FBN head (64 px) and a CIFAR AFF-ResNet with the
 FBN head (32 px), trains each a few steps on one batch of 2 and checks that the loss goes down and

@@ -5,7 +5,7 @@ BUILD directory must produce ``libfbop_gpu.so`` and ``fbop_harness`` whose kerne
 the Volta/Ampere/Hopper targets (sm_70, or sm_75 where nvcc >= 13 cannot target Volta; sm_80;
 sm_90) plus compute_90 PTX, read from the ELF ``.nv_fatbin`` section and, when available, with
 ``cuobjdump --list-elf``. The nvcc-built library must also load into the CPU-only MXNet wheel and
-compute the FB closed form there (fbn.md 1.2), and the harness must run (on a GPU: a few cases;
+compute the FB closed form there (docs/reference/fbn.md §1.2), and the harness must run (on a GPU: a few cases;
 without one: its no-device message). The GPU-vs-CPU checks themselves are docs/cuda.md.
 """
 import os

@@ -1,4 +1,4 @@
-"""dist_sync training through tools/launch.py on 127.0.0.1 (issue G): one scheduler, one server and
+"""dist_sync training through tools/launch.py on 127.0.0.1: one scheduler, one server and
 two workers train a tiny network for a few steps; both workers must end with identical
 parameters, equal (float tolerance) to one process trained on the union of the shards.
 Gluon (gluon.Trainer: the AFF / bL-Net path) and Module API with an FB layer (the FBN path);

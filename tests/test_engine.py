@@ -27,7 +27,7 @@ def _seq(spec, lr, epochs, upe):
 # Schedules
 # ------------------------------------------------------------------------------------------------
 def fbn_closed_form(t, epoch_size, base, steps, slowstart, scale):
-    """fbn.md §3.1 for the 0-based global iteration t: linear ramp from scale*base over `slowstart`
+    """docs/reference/fbn.md §3.1 for the 0-based global iteration t: linear ramp from scale*base over `slowstart`
     epochs, then x0.1 at every ABSOLUTE epoch in `steps` (epoch-wise bookkeeping)."""
     epoch, within = divmod(t, epoch_size)
     if epoch < slowstart:
@@ -65,7 +65,7 @@ def test_schedule_driven_by_mxnet_optimizer():
 
 
 def test_warmup_cosine_values():
-    # 5 warm-up + 95 cosine epochs at 10 it/epoch -> 0, .204, .4, .200, 0 at 0/25/50/525/999 (mxnet-notes §2)
+    # 5 warm-up + 95 cosine epochs at 10 it/epoch -> 0, .204, .4, .200, 0 at 0/25/50/525/999 (docs/reference/mxnet.md §2)
     lrs = _seq(ScheduleSpec("cosine", warmup_epochs=5), 0.4, 100, 10)
     np.testing.assert_allclose([lrs[i] for i in (0, 25, 50, 525, 999)], [0, 0.2041, 0.4, 0.1997, 0], atol=1e-4)
     assert max(lrs) == pytest.approx(0.4) and all(b <= a + 1e-12 for a, b in zip(lrs[50:], lrs[51:]))
@@ -79,7 +79,7 @@ def test_step_decays_at_the_given_epochs_and_the_original_shift():
     assert all(v == 1.0 for e in (2, 3, 4) for v in ep[e])
     assert all(v == pytest.approx(0.1) for e in (5, 6, 7) for v in ep[e])
     assert all(v == pytest.approx(0.01) for e in (8, 9) for v in ep[e])
-    # the AFF CIFAR script's bug (aff.md §3.2): decays moved earlier by the warm-up length
+    # the AFF CIFAR script's bug (docs/reference/aff.md §3.2): decays moved earlier by the warm-up length
     lrs = _seq(ScheduleSpec("step", (5, 8), warmup_epochs=2, decay_shift=2), 1.0, 10, ipe)
     assert lrs[3 * ipe] == pytest.approx(0.1) and lrs[3 * ipe - 1] == 1.0 and lrs[6 * ipe] == pytest.approx(0.01)
     with pytest.raises(ValueError):

@@ -1,4 +1,4 @@
-"""FBN networks (issue B; fbn.md sections 4, 4.5, 7): registry, parameter counts against the
+"""FBN networks (docs/reference/fbn.md §4, §4.5, §7): registry, parameter counts against the
 published numbers and independent closed forms, graph structure of the FBN head, layer names,
 shapes and a forward/backward pass of every network."""
 import json
@@ -42,7 +42,7 @@ def _conv(cin, cout, k=1, bias=True):
 
 
 def closed_form_resnet_small(n, classes, factor=None):
-    """Independent count of the CIFAR pre-activation bottleneck ResNet (fbn.md 4.1)."""
+    """Independent count of the CIFAR pre-activation bottleneck ResNet (docs/reference/fbn.md §4.1)."""
     total = _conv(3, 16, 3)
     cin = 16
     for stage in range(3):
@@ -62,7 +62,7 @@ def closed_form_resnet_small(n, classes, factor=None):
 
 
 def closed_form_inception_small(classes, factor=None, head="fc"):
-    """Independent count of Inception-BN-small (fbn.md 4.2). ``head='bilinear'``: the B-CNN baseline,
+    """Independent count of Inception-BN-small (docs/reference/fbn.md §4.2). ``head='bilinear'``: the B-CNN baseline,
     whose FC reads the C*C bilinear vector (C = 336) instead of the C pooled channels."""
     def cf(cin, cout, k):
         return _conv(cin, cout, k) + _bn(cout)
@@ -100,7 +100,7 @@ def test_inception_small_counts_closed_form(classes):
     assert fbn == closed_form_inception_small(classes, factor=20)
 
 
-# Published / reference values (fbn.md 4.5; the paper prints 1.7/2.2, 1.7/2.4, 10.2/10.7).
+# Published / reference values (docs/reference/fbn.md §4.5; the paper prints 1.7/2.2, 1.7/2.4, 10.2/10.7).
 @pytest.mark.parametrize("net,kw,expected_m,tol_m", [
     ("resnet-small", dict(res_module_num=18), 1.739, 5e-4),
     ("resnet-small-fmconv", dict(res_module_num=18), 2.251, 5e-4),

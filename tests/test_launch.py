@@ -1,4 +1,4 @@
-"""tools/launch.py, mxrepro/launcher.py and mxrepro/engine/dist.py (mxnet-notes.md §1.4): a loopback dist_sync
+"""tools/launch.py, mxrepro/launcher.py and mxrepro/engine/dist.py (docs/reference/mxnet.md §1.4): a loopback dist_sync
 job, a failing worker, a hanging worker, ssh mode through a stand-in ssh client, and the pieces
 (host file, --env, thread split, dmlc_tracker shim). Only 127.0.0.1 is ever used."""
 import os

@@ -1,4 +1,4 @@
-"""tools/model_table.py: counts against the papers' printed numbers (issue F, model table).
+"""tools/model_table.py: counts against the papers' printed numbers.
 
 Runs the tool on small subsets (the full table, ~40 s on 2 cores, is the slow test) and checks
 that an injected wrong printed number makes it fail while an explained one only carries a note."""
@@ -18,7 +18,7 @@ def test_subset_matches_and_writes_markdown(tmp_path):
                   "--quiet"])
     assert rc == 0
     text = out.read_text()
-    # independent closed forms: FB head adds N*F*C + N params (fbn.md §4.5) -> 1.739M + 100*20*256+100
+    # independent closed forms: FB head adds N*F*C + N params (docs/reference/fbn.md §4.5) -> 1.739M + 100*20*256+100
     assert "| ResNet-164-FBN (n=18, F=20) | `resnet-small-fmconv` (num_classes=100, res_module_num=18) | 32 | 2.251 |" \
         in text
     assert "known: paper-v1" in text          # AFF-ResNet-32 '5.0M' carries its note

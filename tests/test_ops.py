@@ -93,7 +93,7 @@ def test_numeric_gradient(op):
 
 @pytest.mark.parametrize("op", OPS)
 def test_reference_grad_mode_is_the_documented_original(op):
-    """grad_mode='reference' reproduces fbn.md 1.4: gx differs from the exact gradient by
+    """grad_mode='reference' reproduces docs/reference/fbn.md §1.4: gx differs from the exact gradient by
     2 sum_j c_j g_j (x - 1); weight and bias gradients are unchanged."""
     rng = np.random.RandomState(5)
     x, w, b = rand_problem(rng, N=2, F=3)
@@ -258,7 +258,7 @@ def test_export_and_symbolblock_import(tmp_path, op):
 
 
 def test_xavier_init_matches_original():
-    """sigma = sqrt(2/(F*C)) for the 5-D weight (fbn.md 1.5), zero bias."""
+    """sigma = sqrt(2/(F*C)) for the 5-D weight (docs/reference/fbn.md §1.5), zero bias."""
     sym = mx.sym.FMConvolution3(data=mx.sym.var("data"), num_filter=100, num_factor=20, kernel=(1, 1), p=0.5, name="bilinear1")
     mod = mx.mod.Module(mx.sym.MakeLoss(mx.sym.sum(sym)), label_names=None)
     mod.bind(data_shapes=[("data", (2, 256, 2, 2))])
@@ -312,7 +312,7 @@ def test_dropfactor_mask_shared_and_frequency(op):
 @pytest.mark.parametrize("mode,train_scale,test_scale", [
     ("inverted", 1 / 0.6, 1.0), ("reference", 1 / 0.6, 0.6), ("paper", 1.0, 0.6)])
 def test_dropfactor_scaling_modes(mode, train_scale, test_scale):
-    """fbn.md section 2: a kept path's scale in training and every path's scale in inference."""
+    """docs/reference/fbn.md §2: a kept path's scale in training and every path's scale in inference."""
     F, p = 6, 0.4
     w = _decoder(F)
     x = mx.nd.ones((1, 2, 1, 1))

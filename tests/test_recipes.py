@@ -21,7 +21,7 @@ from mxrepro.recipes import aff, blnet, fbn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Every published FBN command line (fbn.md §5.2 / §5.4: the original cifar/run.sh, imagenet/run.sh, README).
+# Every published FBN command line (docs/reference/fbn.md §5.2 / §5.4: the original cifar/run.sh, imagenet/run.sh, README).
 FBN_SEEDS = [
     ("cifar", "--gpus 2,3 --data-dir /mnt/hdd/lytton/mx_data/cifar-100 --lr 0.2 --wd 0.0001 --batch-size 128 "
               "--data-shape 32 --num-epoches 400 --network inception-bn-small --num-classes 100 --lr-step 200,300 "

@@ -37,7 +37,7 @@ def test_counter_closed_forms():
 
 
 def test_bl_resnet50_table():
-    """Per-stage MACs of bL-ResNet-50 a2 b4 ([CALC], blnet.md §2.2) and the §1.4 shapes."""
+    """Per-stage MACs of bL-ResNet-50 a2 b4 ([CALC], docs/reference/blnet.md §2.2) and the §1.4 shapes."""
     rows, all_rows = _rows("bl_resnet50")
     want_gmacs = {"conv1": 0.118, "stem": 0.395, "layer1": 0.392, "layer2": 0.453, "layer3": 0.687,
                   "layer4": 0.809, "fc": 0.002}

@@ -10,7 +10,7 @@ of each is kept, so a burst of load on a shared machine hurts all of them alike;
 images/s and process CPU seconds per image are both printed. The paper (supplement) gives FLOPs,
 not speed: AFF-ResNet-50 4.3 vs 4.1 GFLOPs (+4.88%); its Table 7 puts AFF in a basic block (r=4)
 at +2.78% (+3.70% in a stage-doubling block). The author notes MS-CAM runs slower than its FLOPs
-suggest because its local point-wise convs run at full resolution (issue #1, aff.md §5).
+suggest because its local point-wise convs run at full resolution (issue #1, docs/reference/aff.md §5).
 """
 import argparse
 import os

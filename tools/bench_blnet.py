@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """CPU throughput of ResNet-50 vs bL-ResNet-50 (alpha=2, beta=4) at 224x224, in one run.
 
-The paper's point (blnet.md §2.1) is that the ~30% fewer multiply-adds (2.86 G vs 4.09 G, ratio 0.70)
+The paper's point (docs/reference/blnet.md §2.1) is that the ~30% fewer multiply-adds (2.86 G vs 4.09 G, ratio 0.70)
 show up as speed. This prints images/s of both (hybridized, static memory), the measured time ratio
 and the multiply-add ratio side by side. Rounds alternate between the models so that machine noise
 hits both alike; the median round is reported.

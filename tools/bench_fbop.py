@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark of the FB operators (issue A): forward+backward ms/iter of FMConvolution1,
+"""Benchmark of the FB operators: forward+backward ms/iter of FMConvolution1,
 FMConvolution3 and the same maths composed from stock MXNet ops, the achieved GFLOP/s, the
 machine's best sgemm rate (MXNet's MKLDNN FullyConnected on 2048^3) and the GEMM bound
 (3 GEMMs of 2*B*H*W*C*N*F flops at that rate); plus the scratch peak of FMConvolution1 on a

@@ -42,80 +42,80 @@ FAMILIES = ("fbn", "aff", "blnet", "resnet")
 # computed quantity with one printed number: dict(what='params'|'params_stats'|'gmacs'|'ref_gmacs',
 # value=printed, digits=printed decimals, source=..., note=explanation if a known difference).
 # ------------------------------------------------------------------------------------------------
-_FBN = "fbn.md §4.5/§7 (paper Table, CIFAR-100, F=20)"
+_FBN = "docs/reference/fbn.md §4.5/§7 (paper Table, CIFAR-100, F=20)"
 # FBN symbol networks: the paper's rows are configurations of one --network name.
 FBN_ROWS = [
     ("ResNet-164 (n=18)", "resnet-small", dict(res_module_num=18, num_classes=100), 32,
      [dict(what="params", value=1.7, digits=1, source=_FBN),
-      dict(what="params", value=1.739, digits=3, source="fbn.md §4.5 (count from the original symbols)")]),
+      dict(what="params", value=1.739, digits=3, source="docs/reference/fbn.md §4.5 (count from the original symbols)")]),
     ("ResNet-164-FBN (n=18, F=20)", "resnet-small-fmconv", dict(res_module_num=18, num_classes=100), 32,
      [dict(what="params", value=2.2, digits=1, source=_FBN),
-      dict(what="params", value=2.251, digits=3, source="fbn.md §4.5")]),
+      dict(what="params", value=2.251, digits=3, source="docs/reference/fbn.md §4.5")]),
     ("ResNet-1001 (n=111)", "resnet-small", dict(res_module_num=111, num_classes=100), 32,
      [dict(what="params", value=10.2, digits=1, source=_FBN,
            note="10.2M is He et al.'s count without conv biases; the original symbol (biases on every conv) "
-                "has 10.43M (fbn.md §4.5)"),
-      dict(what="params", value=10.43, digits=2, source="fbn.md §4.5")]),
+                "has 10.43M (docs/reference/fbn.md §4.5)"),
+      dict(what="params", value=10.43, digits=2, source="docs/reference/fbn.md §4.5")]),
     ("ResNet-1001-FBN (n=111, F=20)", "resnet-small-fmconv", dict(res_module_num=111, num_classes=100), 32,
      [dict(what="params", value=10.7, digits=1, source=_FBN,
-           note="baseline's 10.2M (no conv biases) + the FB head's 0.51M; as coded 10.94M (fbn.md §4.5)"),
-      dict(what="params", value=10.94, digits=2, source="fbn.md §4.5")]),
+           note="baseline's 10.2M (no conv biases) + the FB head's 0.51M; as coded 10.94M (docs/reference/fbn.md §4.5)"),
+      dict(what="params", value=10.94, digits=2, source="docs/reference/fbn.md §4.5")]),
     ("Inception-BN-small", "inception-bn-small", dict(num_classes=100), 32,
      [dict(what="params", value=1.7, digits=1, source=_FBN),
-      dict(what="params", value=1.683, digits=3, source="fbn.md §4.5")]),
+      dict(what="params", value=1.683, digits=3, source="docs/reference/fbn.md §4.5")]),
     ("Inception-BN-small-FBN (F=20)", "inception-bn-small-fmconv", dict(num_classes=100), 32,
      [dict(what="params", value=2.4, digits=1, source=_FBN),
-      dict(what="params", value=2.355, digits=3, source="fbn.md §4.5")]),
+      dict(what="params", value=2.355, digits=3, source="docs/reference/fbn.md §4.5")]),
     ("Inception-BN-small B-CNN (bilinear pooling)", "inception-bn-small-bilinear", dict(num_classes=100), 32, []),
     ("ResNet-164 CIFAR-10", "resnet-small", dict(res_module_num=18, num_classes=10), 32,
-     [dict(what="params", value=1.716, digits=3, source="fbn.md §4.5 (CIFAR-10 column)")]),
+     [dict(what="params", value=1.716, digits=3, source="docs/reference/fbn.md §4.5 (CIFAR-10 column)")]),
     ("ResNet-164-FBN CIFAR-10 (F=20)", "resnet-small-fmconv", dict(res_module_num=18, num_classes=10), 32,
-     [dict(what="params", value=1.767, digits=3, source="fbn.md §4.5 (CIFAR-10 column)")]),
+     [dict(what="params", value=1.767, digits=3, source="docs/reference/fbn.md §4.5 (CIFAR-10 column)")]),
     ("ImageNet ResNet-34", "resnet", dict(depth=34), 224, []),
     ("ImageNet ResNet-34-FBN (F=50)", "resnet-fmconv", dict(depth=34, fmconv_factor=50), 224,
-     [dict(what="fb_params", value=25.6, digits=1, source="fbn.md §4.5 (FB term 1000*50*512, derived)")]),
+     [dict(what="fb_params", value=25.6, digits=1, source="docs/reference/fbn.md §4.5 (FB term 1000*50*512, derived)")]),
     ("ImageNet ResNet-50", "resnet", dict(depth=50), 224, []),
     ("ImageNet ResNet-50-FBN (F=50)", "resnet-fmconv", dict(depth=50, fmconv_factor=50), 224,
-     [dict(what="fb_params", value=102.4, digits=1, source="fbn.md §4.5 (FB term 1000*50*2048, derived; "
+     [dict(what="fb_params", value=102.4, digits=1, source="docs/reference/fbn.md §4.5 (FB term 1000*50*2048, derived; "
                                                             "the paper's F is undocumented)")]),
     ("ImageNet Inception-BN", "inception-bn", dict(), 224, []),
     ("ImageNet Inception-BN-FBN (F=20)", "inception-bn-fmconv", dict(), 224,
-     [dict(what="fb_params", value=20.5, digits=1, source="fbn.md §4.5 (FB term 1000*20*1024, derived)")]),
+     [dict(what="fb_params", value=20.5, digits=1, source="docs/reference/fbn.md §4.5 (FB term 1000*20*1024, derived)")]),
 ]
 
 # Printed numbers not (or not only) in the registry cfg, and explanations of known differences.
 EXTRA_CHECKS = {
     "aff_cifar_resnet": [],  # 5.0M handled through paper_params_m + KNOWN_NOTES
-    "bl_resnet50": [dict(what="gmacs", value=2.85, digits=2, source="blnet.md §2.2 ([OFF] README GFLOPs)")],
-    "bl_resnet50_a2_b4": [dict(what="gmacs", value=2.85, digits=2, source="blnet.md §2.2 ([OFF] README GFLOPs)")],
-    "bl_resnet101": [dict(what="gmacs", value=3.89, digits=2, source="blnet.md §2.2 ([OFF] README GFLOPs)")],
-    "bl_resnext50_32x4d": [dict(what="gmacs", value=3.03, digits=2, source="blnet.md §2.2 ([OFF] README GFLOPs)")],
+    "bl_resnet50": [dict(what="gmacs", value=2.85, digits=2, source="docs/reference/blnet.md §2.2 ([OFF] README GFLOPs)")],
+    "bl_resnet50_a2_b4": [dict(what="gmacs", value=2.85, digits=2, source="docs/reference/blnet.md §2.2 ([OFF] README GFLOPs)")],
+    "bl_resnet101": [dict(what="gmacs", value=3.89, digits=2, source="docs/reference/blnet.md §2.2 ([OFF] README GFLOPs)")],
+    "bl_resnext50_32x4d": [dict(what="gmacs", value=3.03, digits=2, source="docs/reference/blnet.md §2.2 ([OFF] README GFLOPs)")],
     "bl_resnext101_32x4d": [
-        dict(what="gmacs", value=4.08, digits=2, source="blnet.md §2.2 ([OFF] README GFLOPs)"),
-        dict(what="params", value=43.4, digits=1, source="blnet.md §2.2b ([OCT] table)",
+        dict(what="gmacs", value=4.08, digits=2, source="docs/reference/blnet.md §2.2 ([OFF] README GFLOPs)"),
+        dict(what="params", value=43.4, digits=1, source="docs/reference/blnet.md §2.2b ([OCT] table)",
              note="[OCT] lists 43.4M; the released code (alpha=2, beta=4) has 41.5M -- unresolved paper/code "
-                  "difference (blnet.md §2.2b)")],
-    "bl_resnext101_64x4d": [dict(what="gmacs", value=7.97, digits=2, source="blnet.md §2.2 ([OFF] README GFLOPs)",
+                  "difference (docs/reference/blnet.md §2.2b)")],
+    "bl_resnext101_64x4d": [dict(what="gmacs", value=7.97, digits=2, source="docs/reference/blnet.md §2.2 ([OFF] README GFLOPs)",
                                  note="README slip: 7.97 is the alpha=2, beta=2 cost (7.96) and the ResNeXt-101 "
-                                      "32x4d baseline's; alpha=2, beta=4 as released is 7.14 (blnet.md §2.2a)")],
-    "bl_seresnext50_32x4d": [dict(what="gmacs", value=3.03, digits=2, source="blnet.md §2.2 ([OFF] README GFLOPs)")],
+                                      "32x4d baseline's; alpha=2, beta=4 as released is 7.14 (docs/reference/blnet.md §2.2a)")],
+    "bl_seresnext50_32x4d": [dict(what="gmacs", value=3.03, digits=2, source="docs/reference/blnet.md §2.2 ([OFF] README GFLOPs)")],
     "bl_seresnext101_32x4d": [dict(what="gmacs", value=4.08, digits=2,
-                                   source="blnet.md §2.2 ([OFF] README GFLOPs)")],
-    "bl_resnet50_a4_b4": [dict(what="params", value=26.2, digits=1, source="blnet.md §2.1 ([OCT])"),
-                          dict(what="gmacs", value=2.5, digits=1, source="blnet.md §2.1 ([OCT])")],
-    "resnet50_v1b": [dict(what="ref_gmacs", value=4.091, digits=3, source="aff.md §2.7"),
-                     dict(what="gmacs", value=4.1, digits=1, source="aff.md §2.7 (supplement: ResNet-50 4.1 GFLOPs)")],
-    "resnext50_32x4d": [dict(what="ref_gmacs", value=4.233, digits=3, source="aff.md §2.7")],
-    "resnet101_v1b": [dict(what="params", value=42.5, digits=1, source="aff.md §6 Table 5 (quoted from other papers)",
+                                   source="docs/reference/blnet.md §2.2 ([OFF] README GFLOPs)")],
+    "bl_resnet50_a4_b4": [dict(what="params", value=26.2, digits=1, source="docs/reference/blnet.md §2.1 ([OCT])"),
+                          dict(what="gmacs", value=2.5, digits=1, source="docs/reference/blnet.md §2.1 ([OCT])")],
+    "resnet50_v1b": [dict(what="ref_gmacs", value=4.091, digits=3, source="docs/reference/aff.md §2.7"),
+                     dict(what="gmacs", value=4.1, digits=1, source="docs/reference/aff.md §2.7 (supplement: ResNet-50 4.1 GFLOPs)")],
+    "resnext50_32x4d": [dict(what="ref_gmacs", value=4.233, digits=3, source="docs/reference/aff.md §2.7")],
+    "resnet101_v1b": [dict(what="params", value=42.5, digits=1, source="docs/reference/aff.md §6 Table 5 (quoted from other papers)",
                            note="Table 5 copies 42.5M from the compared papers; a v1b ResNet-101 with a 1000-way "
                                 "head has 44.5M (torchvision's count too)")],
-    "iaff_cifar_resnext38_32x4d": [dict(what="params_stats", value=9.285, digits=3, source="aff.md §2.6")],
+    "iaff_cifar_resnext38_32x4d": [dict(what="params_stats", value=9.285, digits=3, source="docs/reference/aff.md §2.6")],
 }
 
 KNOWN_NOTES = {
     ("aff_cifar_resnet", "paper_params_m"):
         "paper-v1 / old README '5.0M' cannot come from blocks=5, channel-times=4 (7.897M as coded; the later "
-        "README says 7.9M); treated as a paper error (aff.md §2.6)",
+        "README says 7.9M); treated as a paper error (docs/reference/aff.md §2.6)",
 }
 
 # registry cfg['paper'] key -> (quantity, digits or None = from the printed string)
@@ -123,7 +123,7 @@ PAPER_KEYS = {
     "params_m": "params", "paper_params_m": "params", "params_with_bn_stats_m": "params_stats",
     "gmacs": "gmacs", "paper_gflops": "gmacs", "params_m_quoted": None,
 }
-# ResNeXt rows of AFF Table 5 count BN statistics (aff.md §2.6)
+# ResNeXt rows of AFF Table 5 count BN statistics (docs/reference/aff.md §2.6)
 STATS_PAPER_PARAMS = {"aff_resnext50_32x4d", "iaff_resnext50_32x4d", "aff_cifar_resnext38_32x4d",
                       "aff_cifar_resnext47_32x4d"}
 
@@ -148,7 +148,7 @@ def registry_checks(name):
                  source="%s [%s]" % (src, key))
         if (name, key) in KNOWN_NOTES:
             c["note"] = KNOWN_NOTES[(name, key)]
-        # the AFF paper's "GFLOPs" = MACs in utils/flops.py's convention (aff.md §2.7)
+        # the AFF paper's "GFLOPs" = MACs in utils/flops.py's convention (docs/reference/aff.md §2.7)
         if what == "gmacs" and model_info(name).family == "aff" and key == "gmacs":
             c["what"] = "ref_gmacs"
         checks.append(c)
@@ -258,7 +258,7 @@ def to_markdown(results, failures):
              "parameters; *GMACs* = conv/dense/FB-operator multiply-adds at the paper's input size "
              "(bias additions excluded); *ref G* = the AFF reference's `utils/flops.py` convention "
              "(conv bias additions, Dense as 2*in*out), which is what the AFF paper prints as GFLOPs "
-             "(aff.md §2.7). FB operator: (F*C + C) multiply-adds per class and position (fbn.md §1.2).",
+             "(docs/reference/aff.md §2.7). FB operator: (F*C + C) multiply-adds per class and position (docs/reference/fbn.md §1.2).",
              "",
              "A printed number *matches* when the computed one rounds to it at the printed precision, or "
              "*matches (truncated)* when the paper truncated instead of rounding. *known:* marks an explained "

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Parameter counts of the FBN networks and their baselines (fbn.md section 4.5, paper table).
+"""Parameter counts of the FBN networks and their baselines (docs/reference/fbn.md §4.5, paper table).
 
     python tools/param_count.py                 # CIFAR-10/100 table (F=20) and ImageNet FB sizes
     python tools/param_count.py --json          # machine-readable rows

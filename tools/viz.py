@@ -14,7 +14,7 @@ Counting (per image, batch 1), walking the MXNet symbol graph with ``infer_shape
 * parameters = learnable arguments (BN running statistics excluded, PyTorch convention);
 * multiply-adds: the rules of mxrepro/flops.py (Convolution, Deconvolution, FullyConnected and the FB
   operator FMConvolution1/3). Bias adds, BN, activations, pooling and element-wise ops are not counted
-  (the convention of the papers' "FLOPs", blnet.md §0).
+  (the convention of the papers' "FLOPs", docs/reference/blnet.md §0).
 Stages: the top-level children of a Gluon model (deeper with ``--depth``; a top-level ``features``
 sequential is expanded); for symbols, ``stageN``/``layerN``-style name prefixes where present, else
 runs of equal spatial resolution.

@@ -1,7 +1,7 @@
 """The worker side of distributed training (``--kv-store dist_*`` under ``tools/launch.py``; the
 launcher itself is :mod:`mxrepro.launcher`): kvstore creation with clear errors, the rank
 announcement the launcher reads, and the fail-fast exit that keeps a crashed worker from hanging
-the job at the kvstore's shutdown barrier (mxnet-notes.md §1.4, §6)."""
+the job at the kvstore's shutdown barrier (docs/reference/mxnet.md §1.4, §6)."""
 import os
 import sys
 

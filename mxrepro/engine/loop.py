@@ -345,10 +345,15 @@ class Engine:
         if cfg.seed is not None:
             seed_everything(cfg.seed)
         try:
-            step.initialize(cfg.initializer, meta["params_path"] if meta else init_path)
+            fresh = step.initialize(cfg.initializer, meta["params_path"] if meta else init_path,
+                                    partial=not meta and bool(init_path))
         except (ValueError, AssertionError, mx.base.MXNetError) as e:
             raise UsageError("cannot load %s into %s: %s" % (meta["params_path"] if meta else init_path, cfg.model,
                                                              str(e).split("\n")[0]))
+        if init_path and not meta:
+            log.info("%sinitialised from %s with a fresh schedule%s", self.tag, init_path,
+                     "; initialised anew (not in the file or another shape, e.g. a new head): %s" % ", ".join(fresh)
+                     if fresh else "")
         rescale = 1.0 / (self.per_worker * (self.workers if dist.is_sync_dist(self.kv) else 1))
         opt = make_optimizer(cfg.optimizer, cfg.lr, sched, rescale)
         step.bind_optimizer(opt, self.kv, cfg.optimizer.rules)
@@ -413,7 +418,7 @@ class Engine:
         return 0
 
     def _warmup(self):
-        """FBN ``--warmup`` (fbn.md §5.1): one extra epoch at a low rate with a fresh optimizer, saved as
+        """FBN ``--warmup`` (docs/reference/fbn.md §5.1): one extra epoch at a low rate with a fresh optimizer, saved as
         ``<prefix>-warm-0001.params`` and reused when it exists; returns its parameter file."""
         cfg = self.cfg
         ph = cfg.warmup_phase

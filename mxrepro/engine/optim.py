@@ -7,12 +7,12 @@ Parameters):
 
 * FBN ``--wd-mode no-bias-bn`` -> ``wd_mult 0`` on ``_bias$|_gamma$|_beta$``; ``--fmconv`` ->
   ``lr_mult fmconv_scale`` on ``^bilinear``; ``--freeze`` -> ``lr_mult 0`` on names without ``cifar``
-  (fbn.md §3.2);
+  (docs/reference/fbn.md §3.2);
 * AFF ``--no-wd`` -> ``wd_mult 0`` on ``.*beta|.*gamma|.*bias`` (gluon-cv);
-* bL-Net: weight decay on every parameter (blnet.md §3).
+* bL-Net: weight decay on every parameter (docs/reference/blnet.md §3).
 
 ``nag_original`` (:class:`NAGOriginal`) is the Nesterov update of MXNet 0.x that the original FBN
-ImageNet runs used (fbn.md §5.3): ``mom = mu*mom + (g + wd*w); w -= lr*(g + wd*w + mu*mom)``, which
+ImageNet runs used (docs/reference/fbn.md §5.3): ``mom = mu*mom + (g + wd*w); w -= lr*(g + wd*w + mu*mom)``, which
 stock 1.9.1's ``nag_mom_update`` (``mom = mu*mom - lr*(g + wd*w); w += mu*mom - lr*(g + wd*w)``)
 does not reproduce when the learning rate changes between steps.
 """
@@ -86,7 +86,7 @@ def make_optimizer(spec, lr, scheduler, rescale_grad, param_names=None):
 
 @mx.optimizer.register
 class NAGOriginal(mx.optimizer.Optimizer):
-    """MXNet-0.x Nesterov momentum (the original FBN ImageNet optimizer, fbn.md §5.3).
+    """MXNet-0.x Nesterov momentum (the original FBN ImageNet optimizer, docs/reference/fbn.md §5.3).
 
     With ``g`` the rescaled, clipped gradient: ``mom = mu*mom + (g + wd*w)``,
     ``w -= lr*(g + wd*w + mu*mom)``. Registered as ``nag_original``."""

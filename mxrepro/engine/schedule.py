@@ -2,13 +2,13 @@
 
 One description covers the three papers (each number from its recipe):
 
-* FBN (fbn.md §3.1): linear "slow-start" warm-up ``lr * (scale + (1 - scale) t / T)`` over ``slowstart``
+* FBN (docs/reference/fbn.md §3.1): linear "slow-start" warm-up ``lr * (scale + (1 - scale) t / T)`` over ``slowstart``
   epochs (T iterations; the original's formula, which reaches ``lr`` one iteration after gluon-cv's
   ramp would), then x0.1 at ABSOLUTE epochs (``--lr-step``), per iteration;
-* AFF / gluon-cv (aff.md §3): optional linear warm-up from ``warmup_lr``, then step / cosine / poly /
+* AFF / gluon-cv (docs/reference/aff.md §3): optional linear warm-up from ``warmup_lr``, then step / cosine / poly /
   linear / constant, per iteration; ``decay_shift`` moves step decays earlier (the AFF CIFAR
-  script's bug, aff.md §3.2);
-* bL-Net (blnet.md §3): cosine to 0 changed once per epoch (PyTorch ``CosineAnnealingLR(T_max=epochs)``).
+  script's bug, docs/reference/aff.md §3.2);
+* bL-Net (docs/reference/blnet.md §3): cosine to 0 changed once per epoch (PyTorch ``CosineAnnealingLR(T_max=epochs)``).
 
 The curves are gluon-cv's ``LRScheduler``/``LRSequential``; :class:`Schedule` adapts them to MXNet's
 optimizer, which calls the scheduler with the 1-based update count ``n`` (so iteration
@@ -93,7 +93,7 @@ def _decays(spec, num_epochs):
 
 
 def _slow_start(start, end, niters):
-    """FBN's ramp as a gluon-cv curve (fbn.md §3.1): ``start + (end - start) * T / niters``."""
+    """FBN's ramp as a gluon-cv curve (docs/reference/fbn.md §3.1): ``start + (end - start) * T / niters``."""
     from gluoncv.utils import LRScheduler
 
     class SlowStart(LRScheduler):

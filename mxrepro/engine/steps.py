@@ -32,8 +32,8 @@ __all__ = ["make_initializer", "ModuleStep", "GluonStep", "smooth_labels", "mixu
 
 
 def make_initializer(init):
-    """``'xavier_fbn'`` -> Xavier gaussian fan-in magnitude 2 (the original FBN, fbn.md §1.5),
-    ``'msra'`` -> gluon-cv's MSRAPrelu (AFF ImageNet, aff.md §3.1), ``'xavier'`` -> Xavier (AFF CIFAR,
+    """``'xavier_fbn'`` -> Xavier gaussian fan-in magnitude 2 (the original FBN, docs/reference/fbn.md §1.5),
+    ``'msra'`` -> gluon-cv's MSRAPrelu (AFF ImageNet, docs/reference/aff.md §3.1), ``'xavier'`` -> Xavier (AFF CIFAR,
     §3.2), ``'kaiming_out'`` -> He-normal fan-out (bL-Net); an ``mx.init.Initializer`` passes through."""
     if isinstance(init, mx.init.Initializer):
         return init
@@ -84,16 +84,33 @@ class ModuleStep:
     def param_names(self):
         return [n for n in self.symbol.list_arguments() if n != "data" and n != self.label_name]
 
-    def initialize(self, init, params_path=None):
+    def initialize(self, init, params_path=None, partial=False):
+        """Initialise, or load ``params_path`` (all parameters; with ``partial`` those whose name and shape
+        match, the rest initialised: fine-tuning with another head). Returns the initialised names."""
         arg = aux = None
+        fresh = []
         if params_path:
             arg, aux = load_module_params(params_path)
-            missing = sorted(set(self.param_names()) - set(arg))
-            if missing:
-                raise ValueError("%s lacks %d parameter(s) of this network, e.g. %s" % (
-                    params_path, len(missing), ", ".join(missing[:5])))
-        self.mod.init_params(make_initializer(init), arg_params=arg, aux_params=aux, allow_missing=False,
+            if partial:
+                want = self._shapes()
+                fresh = sorted(n for n in want if n not in arg and n not in aux
+                               or tuple((arg if n in arg else aux)[n].shape) != want[n])
+                arg = {k: v for k, v in arg.items() if k in want and k not in fresh}
+                aux = {k: v for k, v in aux.items() if k in want and k not in fresh}
+            else:
+                missing = sorted(set(self.param_names()) - set(arg))
+                if missing:
+                    raise ValueError("%s lacks %d parameter(s) of this network, e.g. %s" % (
+                        params_path, len(missing), ", ".join(missing[:5])))
+        self.mod.init_params(make_initializer(init), arg_params=arg, aux_params=aux, allow_missing=bool(fresh),
                              allow_extra=True, force_init=True)
+        return fresh
+
+    def _shapes(self):
+        arg_shapes, _, aux_shapes = self.symbol.infer_shape(**dict(self.mod.data_shapes + self.mod.label_shapes))
+        out = {n: tuple(s) for n, s in zip(self.symbol.list_arguments(), arg_shapes) if n in set(self.param_names())}
+        out.update({n: tuple(s) for n, s in zip(self.symbol.list_auxiliary_states(), aux_shapes)})
+        return out
 
     def bind_optimizer(self, optimizer, kv, rules=()):
         self.kv = kv
@@ -187,15 +204,35 @@ class GluonStep:
     def param_names(self):
         return [p.name for p in self.net.collect_params().values()]
 
-    def initialize(self, init, params_path=None):
-        if params_path:
+    def initialize(self, init, params_path=None, partial=False):
+        """Initialise, or load ``params_path`` (this project's .params by name; with ``partial`` the ones whose
+        shape matches, the rest initialised: fine-tuning with another head; a released checkpoint goes through
+        mxrepro.weights). Returns the initialised parameter names."""
+        fresh = []
+        if params_path and not partial:
             self.net.load_parameters(params_path, ctx=self.ctx, cast_dtype=True)
         else:
             self.net.initialize(make_initializer(init), ctx=self.ctx, force_reinit=True)
+            if params_path:
+                fresh = self._load_matching(params_path)
         if self.dtype != "float32":
             self.net.cast(self.dtype)
         if self.hybridize:
             self.net.hybridize(static_alloc=True)
+        return fresh
+
+    def _load_matching(self, path):
+        from ..weights import checkpoint_format, load_pretrained
+        mine = self.net._collect_params_with_prefix()
+        saved = mx.nd.load(path) if checkpoint_format(path) == "gluon-params" else {}
+        if sum(k in saved for k in mine) < len(mine) / 2:  # not this project's names: a released checkpoint
+            load_pretrained(self.net, path, ctx=self.ctx)  # every tensor mapped by name, or a named error
+            return []
+        fresh = sorted(k for k, p in mine.items() if k not in saved or tuple(saved[k].shape) != tuple(p.shape))
+        for k, p in mine.items():
+            if k not in fresh:
+                p.set_data(saved[k])
+        return [mine[k].name for k in fresh]
 
     def bind_optimizer(self, optimizer, kv, rules=()):
         self.kv = kv

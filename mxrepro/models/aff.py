@@ -1,4 +1,4 @@
-"""Attentional Feature Fusion (Dai et al., WACV 2021): the AFF/iAFF ResNet/ResNeXt networks (aff.md §2)
+"""Attentional Feature Fusion (Dai et al., WACV 2021): the AFF/iAFF ResNet/ResNeXt networks (docs/reference/aff.md §2)
 and the reference scripts' ``--model``/``--askc-type`` names. The fusion blocks themselves (MS-CAM,
 AFF, iAFF, the ablations) are in :mod:`mxrepro.models.fusions`; the hosts in :mod:`mxrepro.models.resnet`.
 """
@@ -12,7 +12,7 @@ __all__ = ["imagenet_cli_model", "cifar_cli_model"]
 
 
 # ------------------------------------------------------------------------------------------------
-# Networks (aff.md §2). ImageNet: fusion in stages >= 3, r=16, paper-era v1b layout. CIFAR: all stages;
+# Networks (docs/reference/aff.md §2). ImageNet: fusion in stages >= 3, r=16, paper-era v1b layout. CIFAR: all stages;
 # r=4 in the pre-activation ResNet, r=16 in the ResNeXt.
 # ------------------------------------------------------------------------------------------------
 def _imagenet(kind, depth, default_fusion, **kwargs):
@@ -38,13 +38,13 @@ def _cifar_resnext(default_fusion, depth, **kwargs):
     return cifar_resnext(depth, **kwargs)
 
 
-_SRC = "aff.md §2.6-2.7, §6 Table 5"
+_SRC = "docs/reference/aff.md §2.6-2.7, §6 Table 5"
 _IMNET = dict(family="aff", input_size=224, num_classes=1000)
 _CIFAR = dict(family="aff", input_size=32, num_classes=100)
 
-# params_m: trainable parameters of the architecture as coded (aff.md §2.6, checked by the tests);
+# params_m: trainable parameters of the architecture as coded (docs/reference/aff.md §2.6, checked by the tests);
 # paper_params_m: what the paper/README prints (ResNeXt rows count BN statistics too);
-# gmacs: multiply-adds at 224 (conv + fc, aff.md §2.7; the paper's "GFLOPs" are these).
+# gmacs: multiply-adds at 224 (conv + fc, docs/reference/aff.md §2.7; the paper's "GFLOPs" are these).
 
 
 @register_model(paper=dict(params_m=30.354, paper_params_m=30.3, gmacs=4.326, paper_gflops=4.3, top1_err=20.9,
@@ -113,51 +113,51 @@ def iaff_resnext101_32x4d(**kwargs):
 @register_model(paper=dict(params_m=7.897, params_with_bn_stats_m=7.917, paper_params_m=5.0, acc_coarse20=89.3,
                            acc_fine100_reference=83.57,
                            note="paper-v1 '5.0M' cannot come from blocks=5, ct=4 (docs/aff.md); 89.3 is on "
-                                "the 20 coarse classes", source="aff.md §2.6, §4, §6"), **_CIFAR)
+                                "the 20 coarse classes", source="docs/reference/aff.md §2.6, §4, §6"), **_CIFAR)
 def aff_cifar_resnet(blocks=5, channel_times=4, **kwargs):
     """CIFAR AFF-ResNet-(6*blocks+2), default AFF-ResNet-32 (blocks 5, channel-times 4, r=4)."""
     return _cifar_resnet("aff", blocks, channel_times, **kwargs)
 
 
-@register_model(paper=dict(params_m=8.344, source="aff.md §2.6"), **_CIFAR)
+@register_model(paper=dict(params_m=8.344, source="docs/reference/aff.md §2.6"), **_CIFAR)
 def iaff_cifar_resnet(blocks=5, channel_times=4, **kwargs):
     """CIFAR iAFF-ResNet-(6*blocks+2), default iAFF-ResNet-32."""
     return _cifar_resnet("iaff", blocks, channel_times, **kwargs)
 
 
-@register_model(paper=dict(params_m=5.934, params_with_bn_stats_m=5.983, source="aff.md §2.6"), **_CIFAR)
+@register_model(paper=dict(params_m=5.934, params_with_bn_stats_m=5.983, source="docs/reference/aff.md §2.6"), **_CIFAR)
 def aff_cifar_resnext29_32x4d(**kwargs):
     """CIFAR AFF-ResNeXt-29-32x4d (r=16)."""
     return _cifar_resnext("aff", 29, **kwargs)
 
 
 @register_model(paper=dict(params_m=7.770, params_with_bn_stats_m=7.833, paper_params_m=7.8, acc_coarse20=90.3,
-                           source="aff.md §2.6, §6"), **_CIFAR)
+                           source="docs/reference/aff.md §2.6, §6"), **_CIFAR)
 def aff_cifar_resnext38_32x4d(**kwargs):
     """CIFAR AFF-ResNeXt-38-32x4d (r=16). Paper (20 coarse classes): 90.3%, 7.8M."""
     return _cifar_resnext("aff", 38, **kwargs)
 
 
 @register_model(paper=dict(params_m=9.606, params_with_bn_stats_m=9.683, paper_params_m=9.7,
-                           acc_fine100_reference=85.38, source="aff.md §2.6, §4"), **_CIFAR)
+                           acc_fine100_reference=85.38, source="docs/reference/aff.md §2.6, §4"), **_CIFAR)
 def aff_cifar_resnext47_32x4d(**kwargs):
     """CIFAR AFF-ResNeXt-47-32x4d (r=16)."""
     return _cifar_resnext("aff", 47, **kwargs)
 
 
-@register_model(paper=dict(source="aff.md §2.5"), **_CIFAR)
+@register_model(paper=dict(source="docs/reference/aff.md §2.5"), **_CIFAR)
 def iaff_cifar_resnext29_32x4d(**kwargs):
     """CIFAR iAFF-ResNeXt-29-32x4d."""
     return _cifar_resnext("iaff", 29, **kwargs)
 
 
-@register_model(paper=dict(params_m=9.192, source="aff.md §2.6"), **_CIFAR)
+@register_model(paper=dict(params_m=9.192, source="docs/reference/aff.md §2.6"), **_CIFAR)
 def iaff_cifar_resnext38_32x4d(**kwargs):
     """CIFAR iAFF-ResNeXt-38-32x4d."""
     return _cifar_resnext("iaff", 38, **kwargs)
 
 
-@register_model(paper=dict(source="aff.md §2.5"), **_CIFAR)
+@register_model(paper=dict(source="docs/reference/aff.md §2.5"), **_CIFAR)
 def iaff_cifar_resnext47_32x4d(**kwargs):
     """CIFAR iAFF-ResNeXt-47-32x4d."""
     return _cifar_resnext("iaff", 47, **kwargs)

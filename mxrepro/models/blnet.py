@@ -1,7 +1,7 @@
 """Big-Little Net (Chen et al., ICLR 2019, arXiv 1807.03848) in Gluon.
 
 bL-ResNet-50/101/152, bL-ResNeXt-50/101 (32x4d, 64x4d) and bL-SEResNeXt-50/101, built exactly like the
-official IBM/BigLittleNet code (blnet.md §1; where the paper and the code disagree the code is
+official IBM/BigLittleNet code (docs/reference/blnet.md §1; where the paper and the code disagree the code is
 followed):
 
 * ``ResBlock``        bottleneck, stride on the 3x3, optional final ReLU, AvgPool shortcuts (§1.1)
@@ -30,10 +30,10 @@ from .registry import register_model
 __all__ = ["ResBlock", "BLStem", "ResBlockB", "ResBlockL", "TransitionLayer", "BLModule", "BLResNet",
            "SEModule", "BLOCK_LISTS", "little_blocks"]
 
-# Official "balanced" block lists (blnet.md §1.5); NOT torchvision's [3,4,23,3] / [3,8,36,3].
+# Official "balanced" block lists (docs/reference/blnet.md §1.5); NOT torchvision's [3,4,23,3] / [3,8,36,3].
 BLOCK_LISTS = {50: (3, 4, 6, 3), 101: (4, 8, 18, 3), 152: (5, 12, 30, 3)}
 
-# Kaiming normal, mode fan_out, ReLU gain: std = sqrt(2 / (out_ch * kh * kw)) (blnet.md §1.7).
+# Kaiming normal, mode fan_out, ReLU gain: std = sqrt(2 / (out_ch * kh * kw)) (docs/reference/blnet.md §1.7).
 _KAIMING_OUT = mx.init.MSRAPrelu(factor_type="out", slope=0.0)
 
 
@@ -70,7 +70,7 @@ class SEModule(HybridBlock):
 
 
 class ResBlock(HybridBlock):
-    """Bottleneck ("ResBlock", official ``Bottleneck``, blnet.md §1.1).
+    """Bottleneck ("ResBlock", official ``Bottleneck``, docs/reference/blnet.md §1.1).
 
     1x1 (in->w) BN ReLU -> 3x3 (w->w, stride, groups) BN ReLU -> 1x1 (w->out) BN(gamma=0) [-> SE]
     -> fuse with the shortcut -> ReLU only if ``last_relu``. ``out_channels`` is the OUTPUT width;
@@ -129,7 +129,7 @@ def _run(in_channels, out_channels, blocks, stride, drop_last_relu, prefix, **bl
 
 
 class BLStem(HybridBlock):
-    """bL stem that replaces the max-pool (blnet.md §1.2), input = conv1 output (C=stem_width, H/2).
+    """bL stem that replaces the max-pool (docs/reference/blnet.md §1.2), input = conv1 output (C=stem_width, H/2).
 
     Big: 3x3/2 conv + BN (no ReLU). Little: 3x3/1 -> C/alpha, BN, ReLU; 3x3/2, BN, ReLU; 1x1 -> C, BN.
     Out: ReLU(big + little) -> ``bl_init`` 1x1 conv + BN + ReLU.
@@ -310,9 +310,9 @@ def _bl(depth, alpha, beta, **kwargs):
     return BLResNet(BLOCK_LISTS[depth], alpha=alpha, beta=beta, **kwargs)
 
 
-# Paper numbers (blnet.md §2): top1_err = paper (as quoted by [REPRO]); top1_err_official = [OFF] README
+# Paper numbers (docs/reference/blnet.md §2): top1_err = paper (as quoted by [REPRO]); top1_err_official = [OFF] README
 # PyTorch retrain; params_m / gmacs = [CALC] for a 1000-class head, 224x224.
-_SRC = "blnet.md §2"
+_SRC = "docs/reference/blnet.md §2"
 
 
 @register_model(family="blnet", input_size=224, paper=dict(top1_err=22.69, top1_err_official=22.41, params_m=26.69,

@@ -2,7 +2,7 @@
 Fusion (Dai et al., WACV 2021), shared by every residual family (``fuse(branch, shortcut)``).
 
 Every fusion is a ``HybridBlock`` called as ``fuse(x, residual)`` where, as in the reference code,
-``x`` is the residual-branch output and ``residual`` the shortcut (aff.md §1). Names:
+``x`` is the residual-branch output and ``residual`` the shortcut (docs/reference/aff.md §1). Names:
 
 ================  ===========================================  =====================================
 readable class    get_fusion names (case/punctuation-blind)    maths (x = branch, y = shortcut)
@@ -27,7 +27,7 @@ Depth4AFF         depth4_aff, Depth4ASKCFuse                   AFF with four dep
 ================  ===========================================  =====================================
 
 ``M(z) = sigmoid(L(z) + G(z))`` is the MS-CAM map: L = PWConv(C->C/r) BN ReLU PWConv(C/r->C) BN at full
-resolution, G = the same after global average pooling (aff.md §1.1). Attention convs have biases
+resolution, G = the same after global average pooling (docs/reference/aff.md §1.1). Attention convs have biases
 (the Gluon default). The paper-era MS-GAU / MS-SENet / MS-SA / ResGlobLocaCha use a single
 PWConv(C->C)+BN per branch ("pw" branches, the r=2 parameter budget of Table 4); pass
 ``bottleneck=True`` to ``get_fusion`` for the C/r bottleneck instead.
@@ -57,7 +57,7 @@ __all__ = ["ContextBranch", "MSCAMWeights", "MSCAM", "DirectAdd", "AFF", "IAFF",
 # MS-CAM pieces
 # ------------------------------------------------------------------------------------------------
 class ContextBranch(HybridBlock):
-    """One MS-CAM branch (aff.md §1.1): [GAP] -> PWConv(C->C/r, bias) BN ReLU PWConv(C/r->C, bias) BN,
+    """One MS-CAM branch (docs/reference/aff.md §1.1): [GAP] -> PWConv(C->C/r, bias) BN ReLU PWConv(C/r->C, bias) BN,
     or [GAP] -> PWConv(C->C, bias) BN when ``bottleneck=False`` (the paper-era "pw" branch, §1.5)."""
 
     def __init__(self, channels, r=4, global_pool=False, bottleneck=True, **kwargs):
@@ -160,7 +160,7 @@ class _SelectFuse(HybridBlock):
 
 
 class AFF(_SelectFuse):
-    """AFF, reference ``ASKCFuse`` (aff.md §1.2): ``2*x*M(x+y) + 2*y*(1-M(x+y))``.
+    """AFF, reference ``ASKCFuse`` (docs/reference/aff.md §1.2): ``2*x*M(x+y) + 2*y*(1-M(x+y))``.
 
     The factor 2 is the reference code's (issue #13; the paper's Eq. 4 has none); ``scale=1`` gives
     the paper equation. Default r=4; the bottleneck hosts pass r=16."""
@@ -177,7 +177,7 @@ class LocalLocal(_SelectFuse):
 
 
 class IAFF(HybridBlock):
-    """iterative AFF, reference ``ResGlobLocaforGlobLocaChaFuse`` (aff.md §1.3, paper Eq. 5).
+    """iterative AFF, reference ``ResGlobLocaforGlobLocaChaFuse`` (docs/reference/aff.md §1.3, paper Eq. 5).
 
     ``xi = x*M1(x+y) + y*(1-M1)``; ``out = x*M2(xi) + y*(1-M2(xi))``; two independent MS-CAMs, no factor 2."""
 

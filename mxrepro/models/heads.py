@@ -1,6 +1,6 @@
 """Classifier heads for any Gluon backbone, and backbone x fusion x head combinations.
 
-``FBHead`` is the FBN classifier (fbn.md §4, "common FBN head pattern") as a Gluon block around the FB
+``FBHead`` is the FBN classifier (docs/reference/fbn.md §4, "common FBN head pattern") as a Gluon block around the FB
 operator (:class:`mxrepro.ops.FactorizedBilinear`)::
 
     feature map -> BN -> tanh -> { FB (1x1, N=classes, F factors, DropFactor p) + 1x1 conv (N, bias) }
@@ -29,10 +29,10 @@ __all__ = ["FBHead", "LinearHead", "WithHead", "attach_head", "HEADS", "feature_
 
 
 class FBHead(HybridBlock):
-    """FBN head (fbn.md §4): ``[BN ->] tanh -> FB(classes, F, p) + Conv1x1(classes) -> GAP -> flatten``.
+    """FBN head (docs/reference/fbn.md §4): ``[BN ->] tanh -> FB(classes, F, p) + Conv1x1(classes) -> GAP -> flatten``.
 
     ``variant`` 3 (FMConvolution3, batched; memory grows with classes x factors x positions) or 1
-    (FMConvolution1, per-class loop, the original's ImageNet choice, fbn.md §1.3); None picks 3 for
+    (FMConvolution1, per-class loop, the original's ImageNet choice, docs/reference/fbn.md §1.3); None picks 3 for
     <= 100 classes and 1 above. ``bn=False`` drops the BN when the backbone already ends in one."""
 
     def __init__(self, in_channels, classes, num_factor=20, p=0.5, bn=True, variant=None,

@@ -21,7 +21,7 @@ def batchnorm(channels, zero_gamma=False, **kw):
 
 class DataNorm(nn.BatchNorm):
     """The CIFAR ResNet's input normalisation: a BatchNorm with no learned scale or shift
-    (``scale=False, center=False`` in the reference, aff.md §2.4).
+    (``scale=False, center=False`` in the reference, docs/reference/aff.md §2.4).
 
     MXNet 1.9.1 updates BatchNorm running statistics in the *backward* pass on the CPU (cuDNN does it
     in the forward). A BN with no trainable parameter after the data never runs backward, so on the

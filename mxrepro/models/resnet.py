@@ -1,17 +1,17 @@
-"""Residual host networks and their plain baselines (the hosts of AFF/iAFF, aff.md §2).
+"""Residual host networks and their plain baselines (the hosts of AFF/iAFF, docs/reference/aff.md §2).
 
 * ``ResNetV1b``: the paper-era ImageNet ResNet/ResNeXt (gluon-cv "v1b" = torchvision v1.5: 7x7 stem,
   stride on the 3x3, strided 1x1 + BN projection shortcut). ``deep_stem``/``stem_width``/``avg_down``
-  give the newer ResNet-D-style variant used by the open-aff HEAD code (aff.md §2.2-2.3).
+  give the newer ResNet-D-style variant used by the open-aff HEAD code (docs/reference/aff.md §2.2-2.3).
 * ``CIFARPreActResNet``: pre-activation ResNet for 32x32 input with a data-normalising BN and
-  ``channel_times`` x [16, 16, 32, 64] widths (aff.md §2.4; depth 6*blocks+2).
-* ``CIFARResNeXt``: 3-stage ResNeXt-(9*blocks+2)-32x4d for 32x32 input (aff.md §2.5).
+  ``channel_times`` x [16, 16, 32, 64] widths (docs/reference/aff.md §2.4; depth 6*blocks+2).
+* ``CIFARResNeXt``: 3-stage ResNeXt-(9*blocks+2)-32x4d for 32x32 input (docs/reference/aff.md §2.5).
 
 Every residual block calls ``fuse(branch, shortcut)`` where a fusion is configured and the plain sum
 otherwise, so the AFF models in :mod:`mxrepro.models.aff` are these classes with ``fusion=...``.
 ``fusion`` is ``None`` (sum), a name understood by :func:`mxrepro.models.fusions.get_fusion` (``'aff'``,
 ``'ASKCFuse'``, ``'iaff'``, ...) or a callable ``fusion(channels) -> HybridBlock``. Stage ``s``
-(1-based) uses it when ``s >= start_layer`` (aff.md §2.1).
+(1-based) uses it when ``s >= start_layer`` (docs/reference/aff.md §2.1).
 
 All layers are built with their input widths, so parameter shapes are known right after
 ``initialize()`` without a forward pass.
@@ -27,7 +27,7 @@ from .registry import register_model
 
 __all__ = ["ResNetV1b", "BottleneckV1b", "CIFARPreActResNet", "PreActBlock", "CIFARResNeXt", "IMAGENET_LAYERS"]
 
-# Blocks per stage. 152 is the standard [3, 8, 36, 3]; the open-aff HEAD used [3, 4, 36, 3] (aff.md
+# Blocks per stage. 152 is the standard [3, 8, 36, 3]; the open-aff HEAD used [3, 4, 36, 3] (docs/reference/aff.md
 # §2.2, a bug) -- pass ``layers=`` explicitly to reproduce it.
 IMAGENET_LAYERS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3], 101: [3, 4, 23, 3],
                    152: [3, 8, 36, 3]}
@@ -46,7 +46,7 @@ class _Fused(HybridBlock):
 # ImageNet
 # ------------------------------------------------------------------------------------------------
 class BottleneckV1b(_Fused):
-    """Bottleneck of ResNet-v1b / ResNeXt (aff.md §2.2-2.3; NEW block.py ``AFFBottleneck``,
+    """Bottleneck of ResNet-v1b / ResNeXt (docs/reference/aff.md §2.2-2.3; NEW block.py ``AFFBottleneck``,
     ``AFFResNeXtBlock``).
 
     1x1 (in->w) BN ReLU -> 3x3 (w->w, ``stride``, ``groups=cardinality``) BN ReLU -> 1x1 (w->4*planes)
@@ -85,7 +85,7 @@ class BottleneckV1b(_Fused):
 
 
 class ResNetV1b(HybridBlock):
-    """ImageNet ResNet-v1b / ResNeXt host (aff.md §2.2-2.3, checklist §7.4).
+    """ImageNet ResNet-v1b / ResNeXt host (docs/reference/aff.md §2.2-2.3, §7.4).
 
     Parameters
     ----------
@@ -145,7 +145,7 @@ class ResNetV1b(HybridBlock):
 # CIFAR
 # ------------------------------------------------------------------------------------------------
 class PreActBlock(_Fused):
-    """Pre-activation basic block of the CIFAR AFF-ResNet (aff.md §2.4; NEW ``AFFResBlockV2``).
+    """Pre-activation basic block of the CIFAR AFF-ResNet (docs/reference/aff.md §2.4; NEW ``AFFResBlockV2``).
 
     branch = BN ReLU 3x3 (stride) BN ReLU 3x3 (no biases); shortcut (only when the width changes) =
     1x1 conv with stride, no BN (paper-era) or AvgPool + 1x1 (``avg_down``, HEAD), applied to the
@@ -177,7 +177,7 @@ class PreActBlock(_Fused):
 
 class CIFARPreActResNet(HybridBlock):
     """CIFAR pre-activation ResNet-(6*blocks+2), widths ``channel_times`` x [16, 16, 32, 64]
-    (aff.md §2.4; NEW ``CIFARAFFResNet``, OLD ``ResNet110V2ASKC``).
+    (docs/reference/aff.md §2.4; NEW ``CIFARAFFResNet``, OLD ``ResNet110V2ASKC``).
 
     stem: BN(scale=False, center=False) (:class:`DataNorm`) -> 3x3 conv (or the 3-conv ``deep_stem``); 3 stages with
     strides 1/2/2; head: BN ReLU GAP flatten Dense. Fusion reduction ``fusion_r`` (4 in the paper).
@@ -224,7 +224,7 @@ class CIFARPreActResNet(HybridBlock):
 
 
 class CIFARResNeXt(HybridBlock):
-    """CIFAR ResNeXt-(9*blocks+2)-{cardinality}x{bottleneck_width}d (aff.md §2.5; NEW
+    """CIFAR ResNeXt-(9*blocks+2)-{cardinality}x{bottleneck_width}d (docs/reference/aff.md §2.5; NEW
     ``CIFARAFFResNeXt``, OLD ``CIFARResNextASKC``).
 
     stem: 3x3 conv 64 BN ReLU; 3 stages of bottlenecks with planes 64/128/256 (outputs 256/512/1024),
@@ -288,7 +288,7 @@ _IMNET = dict(input_size=224, num_classes=1000)
 _CIFAR = dict(input_size=32, num_classes=100)
 
 
-@register_model(family="resnet", paper=dict(params_m=25.557, gmacs=4.09, source="aff.md §2.6-2.7"), **_IMNET)
+@register_model(family="resnet", paper=dict(params_m=25.557, gmacs=4.09, source="docs/reference/aff.md §2.6-2.7"), **_IMNET)
 def resnet50_v1b(**kwargs):
     """ResNet-50 v1b (7x7 stem, stride on the 3x3): the AFF ImageNet baseline."""
     return imagenet_resnet(50, **kwargs)
@@ -306,7 +306,7 @@ def resnet152_v1b(**kwargs):
     return imagenet_resnet(152, **kwargs)
 
 
-@register_model(family="resnet", paper=dict(params_m=25.029, gmacs=4.23, source="aff.md §2.6-2.7"), **_IMNET)
+@register_model(family="resnet", paper=dict(params_m=25.029, gmacs=4.23, source="docs/reference/aff.md §2.6-2.7"), **_IMNET)
 def resnext50_32x4d(**kwargs):
     """ResNeXt-50 32x4d (v1b layout): the AFF-ResNeXt baseline."""
     return imagenet_resnext(50, **kwargs)
@@ -318,7 +318,7 @@ def resnext101_32x4d(**kwargs):
     return imagenet_resnext(101, **kwargs)
 
 
-@register_model(family="resnet", paper=dict(params_m=7.450, source="aff.md §2.6 (ct 4, 100 classes)"), **_CIFAR)
+@register_model(family="resnet", paper=dict(params_m=7.450, source="docs/reference/aff.md §2.6 (ct 4, 100 classes)"), **_CIFAR)
 def cifar_resnet(blocks=5, channel_times=4, **kwargs):
     """CIFAR pre-activation ResNet-(6*blocks+2), default ResNet-32 with channel_times 4 (AFF host)."""
     return CIFARPreActResNet(blocks=blocks, channel_times=channel_times, **kwargs)

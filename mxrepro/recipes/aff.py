@@ -1,5 +1,5 @@
 """AFF recipes: the command lines of open-aff's ``train_imagenet.py`` and ``train_cifar.py`` (gluon-cv flags,
-aff.md §3) mapped onto the engine.
+docs/reference/aff.md §3) mapped onto the engine.
 
 The reference's bugs are fixed by default; these switches restore them (docs/aff.md §5):
 ``--coarse-labels`` (train/test on the 20 CIFAR-100 superclasses with 100 outputs), ``--orig-no-wd``

@@ -1,4 +1,4 @@
-"""bL-Net recipe: the official IBM/BigLittleNet ``imagenet-train.py`` recipe (blnet.md §3) on the engine.
+"""bL-Net recipe: the official IBM/BigLittleNet ``imagenet-train.py`` recipe (docs/reference/blnet.md §3) on the engine.
 
     python imagenet/train_blnet.py DATA_DIR -a bl_resnet50 --alpha 2 --beta 4 --gpus 0,1,2,3   # the paper run
 
@@ -8,7 +8,7 @@ stepped once per epoch (PyTorch ``CosineAnnealingLR(T_max=epochs)``); no warm-up
 ALL parameters (BN and biases included); plain cross-entropy; RandomResizedCrop 224 (0.08-1, 3/4-4/3)
 + ColorJitter(0.4, 0.4, 0.4) + horizontal flip (+ RandomRotation(10) first for bL-SEResNeXt, the
 official "strong" augmentation); evaluation resize 256 + centre crop 224; top-1/top-5 every epoch.
-MXNet's NAG equals PyTorch's Nesterov SGD except at the per-epoch lr changes (blnet.md §3 note).
+MXNet's NAG equals PyTorch's Nesterov SGD except at the per-epoch lr changes (docs/reference/blnet.md §3 note).
 
 ``--batch-size`` is the total over the devices (the official meaning); under a distributed kvstore
 the global batch is that times the workers. DATA_DIR holds train/<class>/ and val/<class>/ image

@@ -1,7 +1,7 @@
 """FBN recipe: the command lines of the original ``cifar/train_cifar.py`` and ``imagenet/train_imagenet.py``
-(fbn.md §5) mapped onto the engine, for the Module-API symbol networks of ``symbols/``.
+(docs/reference/fbn.md §5) mapped onto the engine, for the Module-API symbol networks of ``symbols/``.
 
-Every published command line works unchanged (fbn.md §5.2, §5.4, the README). Switches beyond the
+Every published command line works unchanged (docs/reference/fbn.md §5.2, §5.4, the README). Switches beyond the
 original:
 
 * ``--reference-compat`` turns on the released code's quirks that affect the published numbers (each
@@ -32,7 +32,7 @@ from ..models.registry import get_model, list_models, model_info
 
 __all__ = ["DATASETS", "build_parser", "config_from_args", "main"]
 
-# Per dataset: the original's file names and defaults (fbn.md §5.1, §5.3). num_examples is the full
+# Per dataset: the original's file names and defaults (docs/reference/fbn.md §5.1, §5.3). num_examples is the full
 # dataset size, used only to show a plan without data (--dry-run).
 DATASETS = {
     "cifar": dict(val="test.rec", num_examples=50000, data_shape=32, num_classes=10, network="inception-bn-small",
@@ -102,7 +102,7 @@ def build_parser(dataset):
                         "train 1/q, test q), paper (Fig. 1: train 1, test q)")
     g.add_argument("--fb-grad-mode", choices=["exact", "reference"], default=None,
                    help="data gradient of the FB layer: exact (default) or reference (the released code's, "
-                        "missing a factor x in the diagonal term; fbn.md §1.4)")
+                        "missing a factor x in the diagonal term; docs/reference/fbn.md §1.4)")
     g.add_argument("--memonger", action="store_true",
                    help="trade compute for memory: sets MXNET_BACKWARD_DO_MIRROR=1 (MXNet's built-in mirroring; "
                         "the original called the external mxnet-memonger search_plan, not packaged for MXNet 1.9)")
@@ -153,6 +153,10 @@ def build_parser(dataset):
                    help="checkpoint prefix loaded by --retrain (default: --model-prefix)")
     g.add_argument("--begin-epoch", type=int, default=None,
                    help="epochs done at the --retrain checkpoint (default: --model-load-epoch)")
+    g.add_argument("--pretrained", type=str, default="",
+                   help="start from the parameters of this checkpoint (model/<prefix>-NNNN.params of any FBN network) "
+                        "with a fresh schedule: parameters of the same name and shape are loaded, the others (e.g. a "
+                        "head with another --num-classes) initialised")
     g.add_argument("--auto-resume", dest="auto_resume", action="store_true", default=True,
                    help="continue from the newest checkpoint of --model-prefix if there is one (the default)")
     g.add_argument("--no-auto-resume", dest="auto_resume", action="store_false",
@@ -215,7 +219,7 @@ def _check(args):
 
 
 def _rules(args, names_rule_for_warmup=False):
-    """Weight-decay and learning-rate multipliers by name (fbn.md §3.2)."""
+    """Weight-decay and learning-rate multipliers by name (docs/reference/fbn.md §3.2)."""
     rules = []
     if args.wd_mode == "no-bias-bn":
         rules.append(ParamRule(r"(_bias|_gamma|_beta)$", wd_mult=0.0, why="--wd-mode no-bias-bn"))
@@ -287,7 +291,7 @@ def config_from_args(args, argv):
         log_file=os.path.join(args.output_dir, args.log_file or os.path.join("log", args.model_prefix + ".log")),
         save_frequency=1, resume="fresh" if not args.auto_resume and not args.retrain else (retrain_path or "auto"),
         resume_epoch=(args.begin_epoch if args.begin_epoch is not None else args.model_load_epoch) if args.retrain
-        else None, warmup_phase=warm, seed=args.seed, log_interval=args.frequent, top_k=5, flags=FLAGS,
+        else None, init_params=args.pretrained, warmup_phase=warm, seed=args.seed, log_interval=args.frequent, top_k=5, flags=FLAGS,
         command=list(argv), notes=notes, dry_run=args.dry_run)
     return cfg, data, lambda classes: get_model(args.network, **_net_kwargs(args, classes))
 

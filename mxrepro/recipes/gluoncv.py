@@ -1,5 +1,5 @@
 """The gluon-cv training flags the AFF scripts share (open-aff's ``train_imagenet.py`` / ``train_cifar.py``
-take them from gluon-cv's scripts, aff.md §3) and their translation into the engine's config.
+take them from gluon-cv's scripts, docs/reference/aff.md §3) and their translation into the engine's config.
 
 ``--batch-size`` is per device, as in gluon-cv: the global batch is ``--batch-size`` x devices x workers.
 The learning rate is used as given (gluon-cv's scripts do not scale it with the batch).
