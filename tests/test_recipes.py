@@ -328,3 +328,92 @@ def test_blnet_folders_then_resume_on_recordio(tmp_path):
     assert abs(recs_log[2]["lr"] - base * (1 + math.cos(2 * math.pi / 3)) / 2) < 1e-9
     assert os.path.exists(os.path.join(run, "bl_resnet50-0003.params"))
     assert get_model("bl_resnet50", alpha=4, beta=4, classes=10, pretrained=os.path.join(run, "bl_resnet50-best.params"))
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad data through the scripts
+# ------------------------------------------------------------------------------------------------
+def _copy_rec(src, dst, *names):
+    import shutil
+    os.makedirs(dst, exist_ok=True)
+    for n in names:
+        for ext in (".rec", ".idx"):
+            if os.path.exists(os.path.join(src, n + ext)):
+                shutil.copy(os.path.join(src, n + ext), os.path.join(dst, n + ext))
+    return dst
+
+
+FBN_DIGITS = ["--gpus", "", "--network", "resnet-small", "--res-module-num", "1", "--num-classes", "10",
+              "--batch-size", "32", "--num-epoches", "1", "--frequent", "100", "--model-prefix", "d"]
+
+
+def test_corrupt_recordio_stops_before_training_naming_the_record(digits_small, tmp_path):
+    from mxrepro.engine import DataError
+    d = _copy_rec(digits_small, str(tmp_path / "data"), "train", "test")
+    offsets = [int(l.split("\t")[1]) for l in open(os.path.join(d, "train.idx"))]
+    with open(os.path.join(d, "train.rec"), "r+b") as f:  # flip the magic of record 5
+        f.seek(offsets[5])
+        f.write(b"\x00\x00\x00\x00")
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match=r"train\.rec: record 5 at byte %d is corrupt \(bad magic" % offsets[5]):
+        fbn.main("cifar", FBN_DIGITS + ["--data-dir", d, "--output-dir", str(out)])
+    assert not out.exists()
+    d2 = _copy_rec(digits_small, str(tmp_path / "cut"), "train", "test")
+    size = os.path.getsize(os.path.join(d2, "test.rec"))
+    with open(os.path.join(d2, "test.rec"), "r+b") as f:
+        f.truncate(size - 100)
+    with pytest.raises(DataError, match=r"test\.(rec|idx)"):
+        aff.main_cifar(["--dataset", "digits", "--data-dir", d2, "--blocks", "1", "--channel-times", "1", "--gpus", "",
+                        "--save-dir", str(out)])
+    assert not out.exists()
+
+
+def test_missing_index_is_counted_by_a_scan(digits_small, tmp_path, capsys):
+    d = _copy_rec(digits_small, str(tmp_path / "data"), "train", "test")
+    os.remove(os.path.join(d, "train.idx"))
+    assert fbn.main("cifar", FBN_DIGITS + ["--data-dir", d, "--output-dir", str(tmp_path / "o"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "(256 training images)" in out and "8 updates per epoch" in out   # not the 50,000 of CIFAR
+
+
+def test_undecodable_image_in_a_training_folder_is_skipped_and_named(digits_small, tmp_path, caplog):
+    import logging
+    import cv2
+    root = tmp_path / "folders"
+    rec = mx.recordio.MXIndexedRecordIO(os.path.join(digits_small, "train.idx"), os.path.join(digits_small, "train.rec"),
+                                        "r")
+    for split, keys in (("train", range(0, 200)), ("test", range(200, 256))):
+        for k in keys:
+            header, img = mx.recordio.unpack_img(rec.read_idx(k))
+            (root / "images" / split / str(int(header.label))).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(root / "images" / split / str(int(header.label)) / ("%d.png" % k)), img)
+    (root / "images" / "train" / "3" / "broken.png").write_bytes(b"")
+    caplog.set_level(logging.WARNING)
+    argv = ["--dataset", "digits", "--data-dir", str(root), "--use-images", "--blocks", "1", "--channel-times", "1",
+            "--gpus", "", "--batch-size", "16", "--num-epochs", "1", "-j", "0", "--save-dir", str(tmp_path / "o"),
+            "--log-interval", "0"]
+    assert aff.main_cifar(argv) == 0
+    assert any("broken.png" in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records][-5:]
+
+
+# ------------------------------------------------------------------------------------------------
+# Fine-tuning: --pretrained and --freeze
+# ------------------------------------------------------------------------------------------------
+def test_bcnn_freeze_keeps_the_backbone_bit_identical(toy_rec, tmp_path):
+    base = ["--gpus", "", "--data-dir", str(toy_rec), "--num-classes", "4", "--batch-size", "64", "--num-epoches", "1",
+            "--lr", "0.05", "--frequent", "100", "--output-dir", str(tmp_path)]
+    assert fbn.main("cifar", base + ["--network", "inception-bn-small", "--model-prefix", "body"]) == 0
+    start = tmp_path / "model" / "body-0001.params"
+    assert fbn.main("cifar", base + ["--network", "inception-bn-small-bilinear", "--freeze", "--pretrained", str(start),
+                                     "--model-prefix", "bcnn"]) == 0
+    before = {k: v.asnumpy() for k, v in mx.nd.load(str(start)).items()}
+    after = {k: v.asnumpy() for k, v in mx.nd.load(str(tmp_path / "model" / "bcnn-0001.params")).items()}
+    frozen = [k for k in after if k.startswith("arg:") and "cifar" not in k]
+    assert len(frozen) > 50 and all(k in before for k in frozen)
+    for k in frozen:
+        assert np.array_equal(after[k], before[k]), k
+    trained = [k for k in after if k.startswith("arg:cifar")]
+    assert sorted(trained) == ["arg:cifar_fc8_bias", "arg:cifar_fc8_weight"]
+    assert not np.allclose(after["arg:cifar_fc8_weight"], 0)
+    log = open(tmp_path / "log" / "bcnn.log").read()
+    assert "initialised from %s" % start in log and "cifar_fc8_weight" in log.split("initialised anew")[1]

@@ -107,13 +107,16 @@ def setup_logging(log_file=None, level=logging.INFO):
     """Log to the console and, when given, to ``log_file`` (its folder is created)."""
     root = logging.getLogger()
     root.setLevel(level)
-    for h in list(root.handlers):
-        root.removeHandler(h)
+    for h in list(root.handlers):  # the handlers of an earlier run in this process (others are left alone)
+        if getattr(h, "_mxrepro", False):
+            root.removeHandler(h)
+            h.close()
     handlers = [logging.StreamHandler(sys.stdout)]
     if log_file:
         os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
         handlers.append(logging.FileHandler(log_file))
     for h in handlers:
+        h._mxrepro = True
         h.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         root.addHandler(h)
 
