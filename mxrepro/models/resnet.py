@@ -84,6 +84,26 @@ class BottleneckV1b(_Fused):
         return F.Activation(self._fuse(F, self.body(x), shortcut), act_type="relu")
 
 
+def _bottleneck_stage(features, s, n, in_ch, planes, fusion, fusion_r, **block_kw):
+    """Append stage ``s`` (``stage<s>_``: ``n`` bottlenecks ``block<i>_``, the first with the projection
+    shortcut and stride 2 from stage 2 on) to ``features``; returns its output width."""
+    stage = nn.HybridSequential(prefix="stage%d_" % s)
+    out = planes * BottleneckV1b.expansion
+    with stage.name_scope():
+        for i in range(n):
+            stage.add(BottleneckV1b(in_ch, planes, stride=(2 if s > 1 and i == 0 else 1), downsample=(i == 0),
+                                    fuse=make_fusion(fusion, out, fusion_r), prefix="block%d_" % (i + 1), **block_kw))
+            in_ch = out
+    features.add(stage)
+    return out
+
+
+def _stem_features_spec(self):
+    """(feature-map function, channels, classes, classifier children) for heads.attach_head."""
+    return ((lambda F, x: self.features(self.stem(x))), int(self.output._in_units), int(self.output._units),
+            ("pool", "flat", "output"))
+
+
 class ResNetV1b(HybridBlock):
     """ImageNet ResNet-v1b / ResNeXt host (docs/reference/aff.md §2.2-2.3, §7.4).
 
@@ -117,25 +137,14 @@ class ResNetV1b(HybridBlock):
             self.features = nn.HybridSequential(prefix="")
             in_ch = stem_out
             for s, (n, planes) in enumerate(zip(layers, (64, 128, 256, 512)), start=1):
-                stage = nn.HybridSequential(prefix="stage%d_" % s)
-                out = planes * BottleneckV1b.expansion
-                with stage.name_scope():
-                    for i in range(n):
-                        fuse = make_fusion(fusion, out, fusion_r) if s >= start_layer else None
-                        stage.add(BottleneckV1b(in_ch, planes, stride=(1 if s == 1 or i > 0 else 2),
-                                                downsample=(i == 0), cardinality=cardinality,
-                                                bottleneck_width=bottleneck_width, last_gamma=last_gamma,
-                                                avg_down=avg_down, fuse=fuse, prefix="block%d_" % (i + 1)))
-                        in_ch = out
-                self.features.add(stage)
+                in_ch = _bottleneck_stage(self.features, s, n, in_ch, planes, fusion if s >= start_layer else None,
+                                          fusion_r, cardinality=cardinality, bottleneck_width=bottleneck_width,
+                                          last_gamma=last_gamma, avg_down=avg_down)
             self.pool = nn.GlobalAvgPool2D()
             self.flat = nn.Flatten()
             self.output = nn.Dense(classes, in_units=in_ch)
 
-    def feature_spec(self):
-        """(feature-map function, channels, classes, classifier children) for heads.attach_head."""
-        return ((lambda F, x: self.features(self.stem(x))), int(self.output._in_units), int(self.output._units),
-                ("pool", "flat", "output"))
+    feature_spec = _stem_features_spec
 
     def hybrid_forward(self, F, x):
         return self.output(self.flat(self.pool(self.features(self.stem(x)))))
@@ -242,24 +251,13 @@ class CIFARResNeXt(HybridBlock):
             self.features = nn.HybridSequential(prefix="")
             in_ch = 64
             for s, planes in enumerate((64, 128, 256), start=1):
-                stage = nn.HybridSequential(prefix="stage%d_" % s)
-                out = planes * BottleneckV1b.expansion
-                with stage.name_scope():
-                    for i in range(blocks):
-                        fuse = make_fusion(fusion, out, fusion_r) if s >= start_layer else None
-                        stage.add(BottleneckV1b(in_ch, planes, stride=(2 if s > 1 and i == 0 else 1),
-                                                downsample=(i == 0), cardinality=cardinality,
-                                                bottleneck_width=bottleneck_width, last_gamma=last_gamma,
-                                                avg_down=avg_down, fuse=fuse, prefix="block%d_" % (i + 1)))
-                        in_ch = out
-                self.features.add(stage)
+                in_ch = _bottleneck_stage(self.features, s, blocks, in_ch, planes, fusion if s >= start_layer else None,
+                                          fusion_r, cardinality=cardinality, bottleneck_width=bottleneck_width,
+                                          last_gamma=last_gamma, avg_down=avg_down)
             self.pool = nn.GlobalAvgPool2D()
             self.output = nn.Dense(classes, in_units=in_ch)
 
-    def feature_spec(self):
-        """(feature-map function, channels, classes, classifier children) for heads.attach_head."""
-        return ((lambda F, x: self.features(self.stem(x))), int(self.output._in_units), int(self.output._units),
-                ("pool", "flat", "output"))
+    feature_spec = _stem_features_spec
 
     def hybrid_forward(self, F, x):
         return self.output(self.pool(self.features(self.stem(x))))
