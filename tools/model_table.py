@@ -83,6 +83,14 @@ FBN_ROWS = [
      [dict(what="fb_params", value=20.5, digits=1, source="docs/reference/fbn.md §4.5 (FB term 1000*20*1024, derived)")]),
 ]
 
+# AFF: the reference's further fusions (--askc-type, docs/aff.md §1.1) in the CIFAR AFF-ResNet-32 host
+# (blocks 5, channel-times 4, r=4); the papers print no number for them.
+AFF_FUSION_ROWS = [("AFF-ResNet-32 with %s (--askc-type %s)" % (label, askc), "aff_cifar_resnet",
+                    dict(fusion=askc, classes=100), 32, [])
+                   for label, askc in (("GAU", "GAUFuse"), ("SK selection", "SKFuse"), ("Half-AFF", "HalfASKCFuse"),
+                                       ("Concat-AFF", "ConcatASKCFuse"), ("Recursive AFF", "RASKCFuse"),
+                                       ("depthwise AFF", "DepthASKCFuse"), ("depthwise-4 AFF", "Depth4ASKCFuse"))]
+
 # Printed numbers not (or not only) in the registry cfg, and explanations of known differences.
 EXTRA_CHECKS = {
     "aff_cifar_resnet": [],  # 5.0M handled through paper_params_m + KNOWN_NOTES
@@ -166,6 +174,8 @@ def all_rows(families=FAMILIES, models=None):
         for n in list_models(family=fam, kind="gluon"):
             cfg = model_info(n).cfg
             rows.append((n, n, {}, int(cfg.get("input_size", 224)), registry_checks(n)))
+        if fam == "aff":
+            rows += [(lab, n, dict(kw), size, list(ch)) for lab, n, kw, size, ch in AFF_FUSION_ROWS]
     if models:
         wanted, out = list(models), []
         for w in wanted:
@@ -258,7 +268,7 @@ def to_markdown(results, failures):
              "parameters; *GMACs* = conv/dense/FB-operator multiply-adds at the paper's input size "
              "(bias additions excluded); *ref G* = the AFF reference's `utils/flops.py` convention "
              "(conv bias additions, Dense as 2*in*out), which is what the AFF paper prints as GFLOPs "
-             "(docs/reference/aff.md §2.7). FB operator: (F*C + C) multiply-adds per class and position (docs/reference/fbn.md §1.2).",
+             "(docs/reference/aff.md §2.7). FB operator: (F + 1)·C·kh·kw multiply-adds per class and output position (docs/reference/fbn.md §1.2).",
              "",
              "A printed number *matches* when the computed one rounds to it at the printed precision, or "
              "*matches (truncated)* when the paper truncated instead of rounding. *known:* marks an explained "
