@@ -140,3 +140,15 @@ def test_cited_reference_sections_exist():
                 have |= {"%s.%s" % (head, n) for n in re.findall(r"^([0-9]+)\. ", body, re.M)}
         missing = sorted(s for s in secs if s not in have)
         assert not missing, "docs/reference/%s.md has no section %s" % (doc, missing)
+
+
+@pytest.mark.parametrize("make", [lambda: fbn.build_parser("cifar"), lambda: fbn.build_parser("imagenet"),
+                                  aff.cifar_parser, aff.imagenet_parser, blnet.build_parser],
+                         ids=["fbn-cifar", "fbn-imagenet", "aff-cifar", "aff-imagenet", "blnet"])
+def test_help_states_each_default_once(make):
+    p = make()
+    fmt = p._get_formatter()
+    for a in p._actions:
+        if a.help:
+            text = fmt._expand_help(a) if hasattr(fmt, "_expand_help") else a.help
+            assert text.lower().count("default") <= 1, (a.option_strings, text)

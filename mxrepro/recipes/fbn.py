@@ -83,7 +83,7 @@ def build_parser(dataset):
     else:
         g.add_argument("--pad-fill", type=int, default=None,
                        help="value of the 4-pixel padding before the random crop (default 127; the original "
-                            "used MXNet's default 255, restored by --reference-compat)")
+                            "padded with MXNet's 255, restored by --reference-compat)")
     g.add_argument("--data-nthreads", type=int, default=4, help="decoding threads of the ImageRecordIter")
     g.add_argument("--kv-store", type=str, default="device",
                    help="kvstore type: local, device, nccl, dist_sync, dist_device_sync, dist_async")
@@ -115,8 +115,8 @@ def build_parser(dataset):
                    help="parameters that get weight decay: no-bias-bn (default: every *_weight, no biases or BN "
                         "gamma/beta) or all (the original, --reference-compat)")
     g.add_argument("--optimizer", choices=["sgd", "nag", "nag_original"], default=None,
-                   help="SGD with momentum (the CIFAR default), Nesterov (the ImageNet default: MXNet 1.9's nag; "
-                        "nag_original = the MXNet-0.x formula the original ran, --reference-compat)")
+                   help="default: sgd (momentum) on CIFAR, nag (MXNet 1.9's Nesterov) on ImageNet; nag_original = "
+                        "the MXNet-0.x Nesterov formula the original ran (ImageNet with --reference-compat)")
     g.add_argument("--batch-size", type=int, default=256, help="total batch size over all devices of a worker")
     g.add_argument("--num-epoches", type=int, default=d["num_epoches"], help="last epoch (absolute)")
     g.add_argument("--lr-step", type=str, default="",
