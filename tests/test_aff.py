@@ -8,6 +8,7 @@ import sys
 import mxnet as mx
 import numpy as np
 import pytest
+from conftest import np_batchnorm
 from mxnet import autograd, gluon, nd
 from mxnet.gluon import nn
 
@@ -31,14 +32,14 @@ def _np(p):
 
 
 def np_bn(bn, z, train):
+    """Gluon BatchNorm ``bn`` on ``z`` (batch statistics when ``train``) through conftest.np_batchnorm."""
     if train:
         axes = (0, 2, 3)
         mean, var = z.mean(axis=axes), z.var(axis=axes)
     else:
         mean, var = _np(bn.running_mean), _np(bn.running_var)
     gamma = np.ones_like(mean) if bn._kwargs.get("fix_gamma") else _np(bn.gamma)
-    return (z - mean[None, :, None, None]) / np.sqrt(var[None, :, None, None] + EPS) * gamma[None, :, None, None] \
-        + _np(bn.beta)[None, :, None, None]
+    return np_batchnorm(z, gamma, _np(bn.beta), mean, var, EPS)
 
 
 def np_conv1x1(conv, z):

@@ -6,6 +6,7 @@ import tempfile
 
 import numpy as np
 import pytest
+from conftest import np_batchnorm
 
 import mxrepro  # noqa: F401  (threads before mxnet)
 import mxnet as mx
@@ -108,8 +109,9 @@ def np_conv(x, w, stride=1, pad=0, groups=1, b=None):
 
 
 def np_bn(x, bn):
+    """Inference BatchNorm ``bn`` on one CHW image (conftest.np_batchnorm, eps 1e-5)."""
     g, b, m, v = (_np(bn.params.get(k)) for k in ("gamma", "beta", "running_mean", "running_var"))
-    return (x - m[:, None, None]) / np.sqrt(v[:, None, None] + 1e-5) * g[:, None, None] + b[:, None, None]
+    return np_batchnorm(x[None], g, b, m, v, 1e-5)[0]
 
 
 def relu(x):

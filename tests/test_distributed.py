@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import write_toy_rec
 
 import mxrepro  # noqa: F401  (threads and FB operator before mxnet)
 
@@ -66,20 +67,11 @@ def test_dist_sync_equals_single_process(family, tmp_path):
 # --------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def toy_rec(tmp_path_factory):
-    """64 training and 16 test 32x32 PNG records, 4 classes (stripes / checkerboard / noise)."""
-    import mxnet as mx
+    """64 training and 16 test 32x32 PNG records, 4 classes (conftest.write_toy_rec)."""
     d = tmp_path_factory.mktemp("toy_rec")
     rng = np.random.RandomState(0)
-    yy, xx = np.mgrid[0:32, 0:32]
-    for name, n in (("train", 64), ("test", 16)):
-        rec = mx.recordio.MXIndexedRecordIO(str(d / (name + ".idx")), str(d / (name + ".rec")), "w")
-        for i in range(n):
-            c = i % 4
-            sy, sx = np.sin(yy / 2.0 + rng.uniform(0, 6)), np.sin(xx / 2.0 + rng.uniform(0, 6))
-            w = [sy > 0, sx > 0, sy * sx > 0, rng.rand(32, 32) > 0.5][c][..., None]
-            img = np.where(w, rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)).astype(np.uint8)
-            rec.write_idx(i, mx.recordio.pack_img(mx.recordio.IRHeader(0, float(c), i, 0), img, img_fmt=".png"))
-        rec.close()
+    write_toy_rec(d / "train.rec", 64, rng)
+    write_toy_rec(d / "test.rec", 16, rng)
     return d
 
 
