@@ -72,33 +72,41 @@ class Run:
     def __init__(self, source):
         self.source = source
         self._recs = []  # (position, kind, dict) in the order written
+        self._max = None  # the highest position held
 
     def _cut(self, pos, inclusive=True):
         """A record at ``pos`` supersedes what an earlier attempt wrote at or after it."""
+        if self._max is None or pos > self._max or (pos == self._max and not inclusive):
+            return  # the usual case: the log moves forward
         self._recs = [r for r in self._recs if (r[0] < pos if inclusive else r[0] <= pos)]
+        self._max = max((r[0] for r in self._recs), default=None)
+
+    def _append(self, pos, kind, rec):
+        self._recs.append((pos, kind, rec))
+        self._max = pos if self._max is None else max(self._max, pos)
 
     def add_epoch(self, phase, epoch, values, merge=False):
         pos = (_PHASES[phase], epoch, _END)
         if merge:  # the original format spreads one epoch over several lines
             self._cut(pos, inclusive=False)
-            for r in self._recs:
+            for r in reversed(self._recs):
                 if r[0] == pos and r[1] == "epoch":
                     r[2].update(values)
                     return
         else:
             self._cut(pos)
-        self._recs.append((pos, "epoch", dict(values, phase=phase, epoch=epoch, source=self.source)))
+        self._append(pos, "epoch", dict(values, phase=phase, epoch=epoch, source=self.source))
 
     def add_batch(self, phase, epoch, batch, values):
         pos = (_PHASES[phase], epoch, batch)
         self._cut(pos)
-        self._recs.append((pos, "batch", dict(values, phase=phase, epoch=epoch, batch=batch)))
+        self._append(pos, "batch", dict(values, phase=phase, epoch=epoch, batch=batch))
 
     def add_lr_change(self, lr, update):
         """The original scheduler's ``Change learning rate``: placed after the last record."""
         pos = self._recs[-1][0] if self._recs else (1, 1, 0)
-        self._recs.append((pos, "batch", dict(phase="train", epoch=pos[1], batch=pos[2], lr=lr, update=update,
-                                              lr_only=True)))
+        self._append(pos, "batch", dict(phase="train", epoch=pos[1], batch=pos[2], lr=lr, update=update,
+                                        lr_only=True))
 
     @property
     def epochs(self):
