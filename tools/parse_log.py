@@ -395,6 +395,9 @@ def plot(runs, path, error=False, title=None):
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
+    lrs = [y for d in drawn if d["curve"] == "lr" for y in d["y"]]
+    if lrs and min(lrs) > 0 and max(lrs) / min(lrs) >= 20:  # several decays: a log axis keeps them apart
+        axlr.set_yscale("log")
     axlr.set_xlabel("epoch (LR at every logged batch and epoch end)")
     axlr.set_ylabel("learning rate")
     axlr.grid(alpha=0.3)
