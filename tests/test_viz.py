@@ -1,7 +1,9 @@
 """tools/viz.py: per-stage table (shapes, parameters, multiply-adds) and the architecture image."""
 import importlib.util
 import os
+import re
 import shutil
+import struct
 
 import numpy as np
 import pytest
@@ -91,6 +93,7 @@ def test_cli_image_and_missing_dot(tmp_path, capsys, monkeypatch):
     assert viz.main(["--model", "bl_resnet50", "--kw", "alpha=4", "beta=4", "--output", out + "_nodot"]) == 0
     text = capsys.readouterr().out
     assert "graphviz `dot` binary not found" in text and os.path.getsize(out + "_nodot.gv") > 1000
+    assert os.path.getsize(out + "_nodot-overview.gv") > 500
     assert "26,236,456" in text  # alpha=4 beta=4 reached the builder; the table is still printed
 
 
@@ -99,3 +102,79 @@ def test_cli_errors(capsys):
     assert "unknown model" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         viz.parse_kw(["alpha"])
+
+
+# ------------------------------------------------------------------------------------------------
+# the overview and the per-stage split of the operator graph
+# ------------------------------------------------------------------------------------------------
+def _png_size(path):
+    with open(path, "rb") as f:
+        head = f.read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR", path
+    return struct.unpack(">II", head[16:24])
+
+
+def _overview_boxes(dot):
+    """{node id: label lines} of the overview's stage boxes, read back from its DOT source."""
+    return {m.group(1): m.group(2).split("\\n") for m in re.finditer(r'^  (s\d+) \[fillcolor="[^"]+", label="(.*)"\];$',
+                                                                   dot, re.M)}
+
+
+def test_overview_numbers_equal_table_and_flops():
+    from mxrepro import flops
+    sym, records, rows, shape = viz.analyse_records("bl_resnet50")
+    dot = viz.overview_dot(rows, viz.stage_edges(records), shape, "bl_resnet50")
+    boxes = _overview_boxes(dot)
+    table = viz.format_table(rows).splitlines()[2:2 + len(rows)]
+    assert len(boxes) == len(rows) == len(table) == 9
+    for i, (row, line) in enumerate(zip(rows, table)):
+        stage, shp, params, macs = boxes["s%d" % i]
+        t_stage, t_shape, t_params, t_macs, t_pct = line.split()
+        assert stage == t_stage == row.stage
+        assert shp == t_shape
+        assert params == "%s params" % t_params and int(t_params.replace(",", "")) == row.params
+        assert macs.startswith("%s M MACs (%s" % (t_macs, t_pct[:-1]))
+    tp, tm = sum(r.params for r in rows), sum(r.macs for r in rows)
+    assert tp == flops.count_params(sym, shape)[0] and tm == flops.count_macs(sym, shape)["macs"]
+    assert "{:,} params, {:.3f} GMACs".format(tp, tm / 1e9) in dot
+    # a chain: input -> conv1 -> stem -> layer1 ... -> fc
+    chain = re.findall(r"^  (\w+) -> (\w+);$", dot, re.M)
+    assert chain == [("input", "s0")] + [("s%d" % i, "s%d" % (i + 1)) for i in range(8)]
+
+
+def test_stage_graphs_partition_the_operators():
+    sym, records, rows, shape = viz.analyse_records("resnet-small-fmconv")
+    graphs = viz.stage_graphs(viz.full_graph(sym, shape), records, rows)
+    assert list(graphs) == [r.stage for r in rows]
+    owner = {}
+    for st, src in graphs.items():
+        for m in re.finditer(r'^\t("?)([^\s"\[]+)\1 \[(.*?)\]?$', src, re.M):
+            if m.group(2) != "graph" and "dashed" not in m.group(3) and "->" not in m.group(0):
+                assert m.group(2) not in owner, (m.group(2), st, owner.get(m.group(2)))
+                owner[m.group(2)] = st
+    assert {r["name"] for r in records} <= set(owner)
+    assert all(owner[r["name"]] == r["stage"] for r in records)
+    assert [viz.stage_file_name(i, "@32x32") for i in (0, 10)] == ["01-32x32", "11-32x32"]
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="graphviz dot not installed")
+def test_cli_overview_size_and_split_files(tmp_path, capsys):
+    out = str(tmp_path / "bl")
+    assert viz.main(["--model", "bl_resnet50", "--output", out, "--full", "stages"]) == 0
+    text = capsys.readouterr().out
+    w, h = _png_size(out + "-overview.png")
+    assert 300 <= h <= 1920 and w <= 768, (w, h)
+    assert not os.path.exists(out + ".png")  # --full stages: no single 28,000-pixel image
+    _, rows, _ = viz.analyse("bl_resnet50")
+    want = [viz.stage_file_name(i, r.stage) + ".png" for i, r in enumerate(rows)]
+    assert sorted(os.listdir(out + "-stages")) == sorted(want)
+    for f in want:
+        assert min(_png_size(os.path.join(out + "-stages", f))) > 50
+    assert "wrote 9 stage graphs" in text and "overview" in text
+    # the bound holds for many stages too (scaled down, not cut)
+    many = [viz.Row("stage%d" % i, (1, 64, 8, 8), 1000 * i, 10 ** 6 * i) for i in range(40)]
+    path, _ = viz._write_dot(viz.overview_dot(many, [(None, "stage0")] + [("stage%d" % i, "stage%d" % (i + 1))
+                                                                         for i in range(39)], (1, 3, 8, 8), "many"),
+                             str(tmp_path / "many"), "png")
+    w, h = _png_size(path)
+    assert h <= 1920 and w <= 768 and h > 1500

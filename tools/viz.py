@@ -1,14 +1,22 @@
 #!/usr/bin/env python
-"""Architecture image + per-stage table (output shape, parameters, multiply-adds) for any registered model.
+"""Architecture images + per-stage table (output shape, parameters, multiply-adds) for any registered model.
 
-    python tools/viz.py --model bl_resnet50                      # bl_resnet50.png + table at 224x224
+    python tools/viz.py --model bl_resnet50                      # table, bl_resnet50-overview.png, bl_resnet50.png
+    python tools/viz.py --model bl_resnet50 --full stages        # the operator graph as one file per stage
     python tools/viz.py --model bl_resnet50 --kw alpha=4 beta=2  # builder keyword arguments
     python tools/viz.py --model resnet-small-fmconv --size 32    # FBN symbols too
     python tools/viz.py --model bl_resnet50 --depth 2 --no-image # Big / Little / transition rows
 
-The image comes from ``mx.viz.plot_network`` (graphviz). The ``dot`` binary is installed by
-``./run.sh setup`` (apt package graphviz); without it the DOT source (.gv) is written instead and the
-table is still printed.
+Images (``--output OUT``, default ./NAME; ``--format png|pdf|svg``):
+* ``OUT-overview.FMT``, always: one box per stage of the table with its output shape, parameters and
+  multiply-adds, and the edges between stages (a DOT of its own, scaled to at most 8 x 20 inches at
+  96 dpi, i.e. 768 x 1920 pixels; bL-ResNet-50: 679 x 983);
+* the operator graph of ``mx.viz.plot_network`` (bL-ResNet-50: 2609 x 28213 pixels as one PNG),
+  ``--full whole`` (default) ``OUT.FMT``, ``--full stages`` one file per stage
+  ``OUT-stages/NN-STAGE.FMT`` (a stage's operators, with a dashed stub for each input from another
+  stage), ``--full both``, ``--full none``. SVG stays readable at any size.
+The ``dot`` binary is installed by ``./run.sh setup`` (apt package graphviz); without it the DOT
+sources (.gv) are written instead and the table is still printed.
 
 Counting (per image, batch 1), walking the MXNet symbol graph with ``infer_shape``:
 * parameters = learnable arguments (BN running statistics excluded, PyTorch convention);
@@ -31,6 +39,7 @@ import sys
 
 import mxrepro  # noqa: E402  (threads + FB operators before mxnet)
 import mxnet as mx  # noqa: E402
+import symbols  # noqa: E402,F401  (registers the FBN symbol networks)
 
 from mxrepro import flops  # noqa: E402
 from mxrepro.models import list_models, model_info  # noqa: E402
@@ -145,15 +154,22 @@ def build_symbol(name, **kwargs):
     return obj(mx.sym.var("data")), obj
 
 
-def analyse(name, size=None, depth=1, **kwargs):
-    """Rows of the per-stage table for model ``name`` at ``size`` x ``size`` (default: its input size)."""
+def analyse_records(name, size=None, depth=1, **kwargs):
+    """(symbol, labelled per-node records, per-stage rows, data shape) of model ``name`` at ``size`` x
+    ``size`` (default: its input size)."""
     entry = model_info(name)
     size = size or entry.cfg.get("input_size", 224)
     sym, net = build_symbol(name, **kwargs)
     data_shape = (1, 3, size, size)
     records = graph_stats(sym, data_shape)
     label_records(records, net, net.prefix if net is not None else "", depth)
-    return sym, stage_rows(records), data_shape
+    return sym, records, stage_rows(records), data_shape
+
+
+def analyse(name, size=None, depth=1, **kwargs):
+    """(symbol, rows of the per-stage table, data shape) for model ``name`` (see analyse_records)."""
+    sym, _, rows, data_shape = analyse_records(name, size, depth, **kwargs)
+    return sym, rows, data_shape
 
 
 def format_table(rows, title=""):
@@ -173,30 +189,139 @@ def format_table(rows, title=""):
 
 
 # ------------------------------------------------------------------------------------------------
-# image
+# images
 # ------------------------------------------------------------------------------------------------
-def render(sym, path, fmt="png", data_shape=None, title="network"):
-    """Write the architecture image with mx.viz.plot_network; return (written path, message).
+OVERVIEW_SIZE_IN = (8, 20)  # graphviz "size": the overview is scaled down to fit 8 x 20 inches
+OVERVIEW_DPI = 96            # -> at most 768 x 1920 pixels
 
-    Without the graphviz ``dot`` binary the DOT source is written to ``path + '.gv'`` instead."""
-    try:
-        dg = mx.viz.plot_network(sym, title=title, save_format=fmt,
-                                 shape={"data": data_shape} if data_shape else None,
-                                 node_attrs={"shape": "rect", "fixedsize": "false"}, hide_weights=True)
-    except Exception:  # shapes that plot_network cannot infer (e.g. an unusual label input)
-        dg = mx.viz.plot_network(sym, title=title, save_format=fmt,
-                                 node_attrs={"shape": "rect", "fixedsize": "false"}, hide_weights=True)
+
+def _no_dot_message(what, fmt, gv, path):
+    return ("graphviz `dot` binary not found, so no %s %s was drawn; wrote the DOT source to %s. "
+            "Install graphviz (`./run.sh setup` does it via apt-get, or `apt-get install graphviz`) "
+            "and re-run, or render it with `dot -T%s %s -o %s.%s`." % (fmt, what, gv, fmt, gv, path, fmt))
+
+
+def _write_dot(source, path, fmt, what="image"):
+    """Render DOT ``source`` to ``path.fmt`` (or write ``path.gv`` without ``dot``); (path, message)."""
+    import graphviz
     os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
     if shutil.which("dot") is None:
         gv = path + ".gv"
         with open(gv, "w") as f:
-            f.write(dg.source)
-        return gv, ("graphviz `dot` binary not found, so no %s image was drawn; wrote the DOT source to %s. "
-                    "Install graphviz (`./run.sh setup` does it via apt-get, or `apt-get install graphviz`) "
-                    "and re-run, or render it with `dot -T%s %s -o %s.%s`." % (fmt, gv, fmt, gv, path, fmt))
-    dg.format = fmt
-    out = dg.render(filename=path, cleanup=True)
+            f.write(source)
+        return gv, _no_dot_message(what, fmt, gv, path)
+    out = graphviz.Source(source, format=fmt).render(filename=path, cleanup=True)
     return out, "wrote %s" % out
+
+
+def full_graph(sym, data_shape=None, fmt="png", title="network"):
+    """The whole graph, every operator a node (``mx.viz.plot_network``): a graphviz Digraph."""
+    kw = dict(title=title, save_format=fmt, node_attrs={"shape": "rect", "fixedsize": "false"}, hide_weights=True)
+    try:
+        return mx.viz.plot_network(sym, shape={"data": data_shape} if data_shape else None, **kw)
+    except Exception:  # shapes that plot_network cannot infer (e.g. an unusual label input)
+        return mx.viz.plot_network(sym, **kw)
+
+
+def render(sym, path, fmt="png", data_shape=None, title="network"):
+    """Write the whole graph with mx.viz.plot_network; return (written path, message).
+
+    Without the graphviz ``dot`` binary the DOT source is written to ``path + '.gv'`` instead."""
+    return _write_dot(full_graph(sym, data_shape, fmt, title).source, path, fmt, "image")
+
+
+def _dot_str(s):
+    return '"%s"' % str(s).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def stage_edges(records):
+    """[(from stage, to stage)] in first-appearance order: a record of one stage feeding another's;
+    ``None`` as the source stands for the network input."""
+    edges = []
+    for r in records:
+        srcs = [records[i]["stage"] for i in r["inputs"]] or [None]
+        for s in srcs:
+            if s != r["stage"] and (s, r["stage"]) not in edges:
+                edges.append((s, r["stage"]))
+    return edges
+
+
+def overview_label(row, total_macs):
+    shp = "x".join(str(s) for s in row.shape[1:]) if row.shape else "?"
+    return "%s\n%s\n%s params\n%.1f M MACs (%.1f%%)" % (row.stage, shp, "{:,}".format(row.params), row.macs / 1e6,
+                                                         100.0 * row.macs / max(total_macs, 1))
+
+
+def overview_dot(rows, edges, data_shape, title):
+    """DOT source of the overview: one box per stage (output shape, parameters, multiply-adds) and the
+    edges between stages; scaled to at most OVERVIEW_SIZE_IN inches at OVERVIEW_DPI."""
+    tp, tm = sum(r.params for r in rows), sum(r.macs for r in rows)
+    ids = {r.stage: "s%d" % i for i, r in enumerate(rows)}
+    head = "%s\n%s params, %.3f GMACs (per image; conv/FC/FB multiply-adds)" % (title, "{:,}".format(tp), tm / 1e9)
+    lines = ["digraph overview {",
+             '  graph [rankdir=TB, size="%d,%d", dpi=%d, ranksep=0.22, nodesep=0.25, labelloc=t, fontsize=13, '
+             'fontname="Helvetica", label=%s];' % (OVERVIEW_SIZE_IN + (OVERVIEW_DPI, _dot_str(head))),
+             '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=11, margin="0.2,0.06"];',
+             '  edge [arrowsize=0.6];',
+             '  input [shape=oval, fillcolor="#8dd3c7", label=%s];' % _dot_str(
+                 "input\n" + "x".join(str(s) for s in data_shape[1:]))]
+    top = max([r.macs for r in rows] + [1])
+    for r in rows:  # the more multiply-adds, the darker the box
+        lines.append("  %s [fillcolor=\"#80b1d3%02x\", label=%s];" % (ids[r.stage], 0x18 + int(0xc0 * r.macs / top),
+                                                                   _dot_str(overview_label(r, tm))))
+    for a, b in edges:
+        if b in ids and (a is None or a in ids):
+            lines.append("  %s -> %s;" % ("input" if a is None else ids[a], ids[b]))
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+_ID = r'("(?:[^"\\]|\\.)*"|[^\s\[";]+)'
+_NODE_LINE = re.compile(r"^\s*" + _ID + r"\s*(\[.*\])?\s*$", re.S)  # labels may hold newlines
+_EDGE_LINE = re.compile(r"^\s*" + _ID + r"\s*->\s*" + _ID + r"\s*(\[.*\])?\s*$", re.S)
+
+
+def _unquote(t):
+    return t[1:-1].replace('\\"', '"') if t.startswith('"') else t
+
+
+def stage_graphs(dg, records, rows):
+    """{stage: DOT source} of the whole graph ``dg`` cut per stage: the stage's operators and edges,
+    and a grey stub for every node of another stage that feeds it."""
+    stage_of = {r["name"]: r["stage"] for r in records}
+    nodes, edges = collections.OrderedDict(), []
+    for line in dg.body:
+        m = _EDGE_LINE.match(line)
+        if m:
+            edges.append((_unquote(m.group(1)), _unquote(m.group(2)), line))  # consumer -> input (dir=back)
+            continue
+        m = _NODE_LINE.match(line)
+        if m:
+            nodes[_unquote(m.group(1))] = line
+    for a, b, _ in edges:  # inputs that are no operator (data, labels) belong to their first consumer's stage
+        if b not in stage_of and a in stage_of:
+            stage_of[b] = stage_of[a]
+    out = collections.OrderedDict()
+    tm = sum(r.macs for r in rows)
+    for i, row in enumerate(rows):
+        st = row.stage
+        body = [line for n, line in nodes.items() if stage_of.get(n) == st]
+        stubs = collections.OrderedDict()
+        for a, b, line in edges:
+            if stage_of.get(a) != st:
+                continue
+            body.append(line)
+            if stage_of.get(b) != st and b not in stubs:
+                stubs[b] = '\t%s [label=%s, shape=rect, style="dashed", color=grey50, fontcolor=grey40]' % (
+                    _dot_str(b), _dot_str("from %s\n%s" % (stage_of.get(b, "?"), b)))
+        label = "stage %d/%d: %s" % (i + 1, len(rows), overview_label(row, tm).replace("\n", ", "))
+        out[st] = "digraph %s {\n\tgraph [labelloc=t, label=%s]\n%s\n}\n" % (
+            _dot_str(st), _dot_str(label), "\n".join(list(stubs.values()) + body))
+    return out
+
+
+def stage_file_name(i, stage):
+    return "%02d-%s" % (i + 1, re.sub(r"[^A-Za-z0-9_.-]+", "_", stage).strip("_") or "stage")
 
 
 def parse_kw(items):
@@ -224,6 +349,9 @@ def main(argv=None):
     p.add_argument("--depth", type=int, default=1, help="Gluon: how deep to split stages (1 = top-level children)")
     p.add_argument("--output", default=None, help="image path without extension (default: ./NAME)")
     p.add_argument("--format", default="png", choices=("png", "pdf", "svg"), help="image format (default png)")
+    p.add_argument("--full", default="whole", choices=("whole", "stages", "both", "none"),
+                   help="the every-operator graph: one file OUTPUT.FMT (whole, the default), one file per stage "
+                        "in OUTPUT-stages/ (stages), both, or none; OUTPUT-overview.FMT is always written")
     p.add_argument("--no-image", action="store_true", help="print the table only")
     args = p.parse_args(argv)
     if args.list:
@@ -241,16 +369,34 @@ def main(argv=None):
     kw = parse_kw(args.kw)
     if args.num_classes is not None:
         kw["num_classes"] = args.num_classes
-    sym, rows, data_shape = analyse(args.model, args.size, args.depth, **kw)
+    sym, records, rows, data_shape = analyse_records(args.model, args.size, args.depth, **kw)
     title = "%s%s, input %s" % (args.model, " %s" % kw if kw else "", "x".join(map(str, data_shape[1:])))
     print(format_table(rows, title))
     paper = model_info(args.model).cfg.get("paper") or {}
     if isinstance(paper, dict) and ("params_m" in paper or "gmacs" in paper) and not kw:
         print("paper/reference: params %s M, MACs %s G (%s)" % (paper.get("params_m", "?"), paper.get("gmacs", "?"),
                                                               paper.get("source", "registry")))
-    if not args.no_image:
-        path, msg = render(sym, args.output or args.model, args.format, data_shape, title=args.model)
+    if args.no_image:
+        return 0
+    base = args.output or args.model
+    _, msg = _write_dot(overview_dot(rows, stage_edges(records), data_shape, title), base + "-overview", args.format,
+                        "overview")
+    print(msg)
+    if args.full in ("whole", "both"):
+        _, msg = render(sym, base, args.format, data_shape, title=args.model)
         print(msg)
+    if args.full in ("stages", "both"):
+        folder = base + "-stages"
+        graphs = stage_graphs(full_graph(sym, data_shape, args.format, args.model), records, rows)
+        written = []
+        for i, (st, src) in enumerate(graphs.items()):
+            path, msg = _write_dot(src, os.path.join(folder, stage_file_name(i, st)), args.format, "stage graph")
+            written.append(path)
+        if shutil.which("dot") is None:
+            print(msg.replace(written[-1], os.path.join(folder, "*.gv")) if written else msg)
+        else:
+            print("wrote %d stage graphs to %s (%s ... %s)" % (len(written), folder, os.path.basename(written[0]),
+                                                               os.path.basename(written[-1])))
     return 0
 
 
