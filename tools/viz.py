@@ -30,7 +30,6 @@ runs of equal spatial resolution.
 import argparse
 import ast
 import collections
-import json
 import os
 import re
 import shutil
