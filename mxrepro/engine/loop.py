@@ -339,7 +339,9 @@ class Engine:
                             % (self.data.name, self.per_worker))
         init_path = None
         if what == "fresh" and cfg.warmup_phase:
-            init_path = self._warmup()
+            init_path, code = self._warmup()
+            if code:
+                return code
         elif what == "fresh" and cfg.init_params:
             init_path = cfg.init_params
         sched = build_schedule(cfg.schedule, cfg.lr, cfg.epochs, self._schedule_unit(iters, train.num_records))
@@ -422,7 +424,7 @@ class Engine:
 
     def _warmup(self):
         """FBN ``--warmup`` (docs/reference/fbn.md §5.1): one extra epoch at a low rate with a fresh optimizer, saved as
-        ``<prefix>-warm-0001.params`` and reused when it exists; returns its parameter file."""
+        ``<prefix>-warm-0001.params`` and reused when it exists; returns (its parameter file, exit status)."""
         cfg = self.cfg
         ph = cfg.warmup_phase
         wcfg = dataclasses.replace(cfg, prefix=cfg.prefix + "-warm", epochs=1, lr=ph["lr"],
@@ -434,12 +436,9 @@ class Engine:
         done = Checkpointer(wcfg.ckpt_dir, wcfg.prefix, None).path("0001", ".params")
         if os.path.exists(done):
             log.info("warm-up: reusing %s", done)
-            return done
+            return done, 0
         log.info("warm-up: 1 epoch at lr %g (%s) before the schedule", ph["lr"], ph["optimizer"].name)
-        code = eng.run()
-        if code:
-            raise Interrupted(code - 128) if code >= 128 else Diverged("the warm-up epoch failed")
-        return done
+        return done, eng.run()
 
     def _epoch(self, step, train, val, epoch, iters):
         cfg = self.cfg
