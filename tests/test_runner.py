@@ -108,8 +108,9 @@ def _tracked():
 
 
 def test_the_repository_cites_nothing_outside_itself():
-    bad = re.compile(r"/wor" r"k/|/roo" r"t/|/hom" r"e/[a-z]|shared/reference|\(issue [A-Z]\)|\bissue [A-L]\b(?! ?#)|"
-                     r"\bissue [A-L]'s")
+    # (the patterns are split so that this file does not match itself)
+    bad = re.compile(r"/wor" r"k/|/roo" r"t/|/hom" r"e/[a-z]|shared/" r"reference|\(iss" r"ue [A-Z]\)|\biss" r"ue [A-L]\b(?! ?#)|"
+                     r"\biss" r"ue [A-L]'s")
     hits = []
     for f in _tracked():
         if f.endswith((".png", ".params", ".rec", ".idx", ".so")):

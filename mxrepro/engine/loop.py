@@ -132,21 +132,31 @@ def _metrics(num_classes, top_k):
 
 
 class _Signals:
-    """SIGINT / SIGTERM raise :class:`Interrupted` in the main thread while training."""
+    """SIGINT / SIGTERM while training: the handler only records the signal and :meth:`check`, called
+    between batches, raises :class:`Interrupted` (an exception raised inside the handler could land in
+    a logging call, which swallows it)."""
+    caught = None
 
     def __enter__(self):
         self.old = {}
+        _Signals.caught = None
         for s in (signal.SIGINT, signal.SIGTERM):
-            self.old[s] = signal.signal(s, self._raise)
+            self.old[s] = signal.signal(s, self._record)
         return self
 
     @staticmethod
-    def _raise(signum, frame):
-        raise Interrupted(signum)
+    def _record(signum, frame):
+        _Signals.caught = signum
+
+    @staticmethod
+    def check():
+        if _Signals.caught is not None:
+            raise Interrupted(_Signals.caught)
 
     def __exit__(self, *exc):
         for s, h in self.old.items():
             signal.signal(s, h)
+        _Signals.caught = None
         return False
 
 
@@ -450,6 +460,7 @@ class Engine:
         for i, (data, label) in enumerate(train):
             if i >= iters:
                 break
+            _Signals.check()
             self.where = (epoch + 1, i + 1)
             loss, outputs, hard = step.train_batch(data, label, epoch)
             n = data.shape[0]
@@ -469,6 +480,7 @@ class Engine:
                 self._record({"kind": "batch", "epoch": epoch + 1, "batch": i + 1, "update": step.optimizer.num_update,
                               "lr": lr, "loss": total / seen, "top1": acc.get()[1], "speed": speed})
                 btic, bseen = time.time(), 0
+        _Signals.check()
         dt = time.time() - tic
         rec = {"kind": "epoch", "epoch": epoch + 1, "train_loss": total / max(seen, 1), "train_top1": acc.get()[1],
                "lr": step.optimizer.learning_rate, "update": step.optimizer.num_update, "speed": seen / max(dt, 1e-9),
@@ -484,6 +496,7 @@ class Engine:
         m1, mk, k = _metrics(self.num_classes, self.cfg.top_k)
         val.set_epoch(0)
         for data, label in val:
+            _Signals.check()
             outs = step.predict(data)
             labels = mx.gluon.utils.split_and_load(label, [o.context for o in outs], even_split=False) \
                 if len(outs) > 1 else [label]

@@ -21,8 +21,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import mxnet as mx
+from gluoncv.utils import LRScheduler, LRSequential
 
-__all__ = ["ScheduleSpec", "Schedule", "build_schedule"]
+__all__ = ["ScheduleSpec", "Schedule", "SlowStart", "build_schedule"]
 
 MODES = ("step", "cosine", "poly", "linear", "constant")
 
@@ -92,20 +93,21 @@ def _decays(spec, num_epochs):
     return [float(e) - spec.decay_shift for e in spec.decay_epochs]
 
 
-def _slow_start(start, end, niters):
-    """FBN's ramp as a gluon-cv curve (docs/reference/fbn.md §3.1): ``start + (end - start) * T / niters``."""
-    from gluoncv.utils import LRScheduler
+class SlowStart(LRScheduler):
+    """FBN's ramp as a gluon-cv curve (docs/reference/fbn.md §3.1): ``start + (end - start) * T / niters``
+    (a module-level class: a dist kvstore pickles the optimizer with its schedule to the servers)."""
 
-    class SlowStart(LRScheduler):
-        def update(self, num_update):
-            t = min(max(0, num_update - self.offset), self.niters - 1)
-            self.learning_rate = self.base_lr + (self.target_lr - self.base_lr) * t / float(self.niters)
+    def update(self, num_update):
+        t = min(max(0, num_update - self.offset), self.niters - 1)
+        self.learning_rate = self.base_lr + (self.target_lr - self.base_lr) * t / float(self.niters)
+
+
+def _slow_start(start, end, niters):
     return SlowStart("linear", base_lr=start, target_lr=end, niters=niters)
 
 
 def build_schedule(spec, lr, num_epochs, updates_per_epoch):
     """The :class:`Schedule` of ``spec`` for a run of ``num_epochs`` at ``updates_per_epoch``."""
-    from gluoncv.utils import LRScheduler, LRSequential
     if spec.mode not in MODES:
         raise ValueError("LR mode must be one of %s, got %r" % (", ".join(MODES), spec.mode))
     if spec.per not in ("iteration", "epoch"):
