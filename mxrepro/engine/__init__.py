@@ -1,15 +1,22 @@
 """The training engine shared by every family (see :mod:`mxrepro.engine.loop`): config and checks,
-LR schedules, optimizers, checkpoints, the two step implementations and the distributed worker side."""
-from .config import DataError, Diverged, Interrupted, RunConfig, UsageError, check_output_dir
-from .optim import NAGOriginal, OptimizerSpec, ParamRule, make_optimizer, multipliers
-from .schedule import Schedule, ScheduleSpec, build_schedule
+LR schedules, optimizers, checkpoints, the two step implementations and the distributed worker side.
 
-__all__ = ["RunConfig", "UsageError", "DataError", "Diverged", "Interrupted", "check_output_dir", "OptimizerSpec",
-           "ParamRule", "make_optimizer", "multipliers", "NAGOriginal", "Schedule", "ScheduleSpec", "build_schedule",
-           "run"]
+The names below are imported on first use, so ``import mxrepro.engine.dist`` (the worker side a
+launched process needs first) does not load MXNet and gluon-cv."""
+import importlib
+
+_WHERE = {
+    "RunConfig": "config", "UsageError": "config", "DataError": "config", "Diverged": "config",
+    "Interrupted": "config", "check_output_dir": "config",
+    "OptimizerSpec": "optim", "ParamRule": "optim", "make_optimizer": "optim", "multipliers": "optim",
+    "NAGOriginal": "optim",
+    "Schedule": "schedule", "ScheduleSpec": "schedule", "build_schedule": "schedule",
+    "run": "loop",
+}
+__all__ = sorted(_WHERE)
 
 
-def run(cfg, data, build_model):
-    """Check, then train (or print the dry-run plan); returns the exit status. See mxrepro.engine.loop."""
-    from .loop import run as _run
-    return _run(cfg, data, build_model)
+def __getattr__(name):
+    if name in _WHERE:
+        return getattr(importlib.import_module("%s.%s" % (__name__, _WHERE[name])), name)
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))
