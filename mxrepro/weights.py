@@ -712,7 +712,7 @@ def _fusion_pairs(fuse, our_path, src_path):
     """Our AFF/IAFF attention -> original ASKCFuse / ResGlobLocaforGlobLocaChaFuse attributes:
     local branch body k -> local_att.k; global branch body k -> global_att.(k+1) (the original's
     global_att starts with a GlobalAvgPool2D child, ours pools in hybrid_forward)."""
-    from .models.aff import AFF, IAFF
+    from .models.fusions import AFF, IAFF
     if fuse is None:
         return []
     if type(fuse) is AFF:
