@@ -4,12 +4,11 @@
     # official bL-Net weights (PyTorch .pth read without PyTorch) on ImageNet val, torchvision protocol
     python tools/evaluate.py --model bl_resnet50 --weights ImageNet-bLResNet-50-a2-b4.pth.tar \\
         --data DATA/val --gpus 0 --json bl_resnet50.json --csv results.csv
-    # open-aff weights (gluon-cv protocol; the HEAD layout is read off the checkpoint with --kw)
-    python tools/evaluate.py --model aff_resnet50 --kw deep_stem=True --kw stem_width=32 --kw avg_down=True \\
-        --weights AFF-ResNet-50-best.params --data DATA/val.rec --gpus 0
+    # open-aff weights (gluon-cv protocol; a paper-era or HEAD layout is read off the file)
+    python tools/evaluate.py --model aff_resnet50 --weights AFF-ResNet-50-best.params --data DATA/val.rec --gpus 0
     # an FBN run of imagenet/train_imagenet.py (Module API: model/<prefix>-symbol.json + -NNNN.params)
     python tools/evaluate.py --model resnet-fmconv --weights model/resnet34-fmconv-0120.params \\
-        --data DATA/val_256_q90.rec --gpus 0,1
+        --data DATA/val_256_q90.rec --gpus 0,1 --kw depth=34 --kw fmconv_factor=50
     # a checkpoint of this project's training engine: model, keywords, classes come from its .json
     python tools/evaluate.py --weights runs/aff/RUN/RUN-best.params --data data/cifar100/test.rec
 
