@@ -506,7 +506,6 @@ class GluonModel:
             self.report.get("mapping"), fmt)
 
     def __call__(self, data):
-        import mxnet as mx
         from mxnet import gluon
         xs = gluon.utils.split_and_load(data, self.contexts, even_split=False) if len(self.contexts) > 1 \
             else [data.as_in_context(self.contexts[0])]
@@ -543,7 +542,8 @@ class ModuleModel:
                 try:
                     sym = mx.sym.load(sym_file)
                 except mx.base.MXNetError as e:
-                    raise _usage("cannot read %s: %s" % (sym_file, str(e).strip().splitlines()[0])) from None
+                    raise _usage("cannot read %s: %s (a symbol this MXNet cannot load: --rebuild builds it by name, "
+                                 "with the run's --kw)" % (sym_file, str(e).strip().splitlines()[0])) from None
             self.format = "Module checkpoint (%s)" % os.path.basename(sym_file)
         else:
             if not rebuild:
@@ -575,11 +575,15 @@ class ModuleModel:
         self.num_classes = int(np.prod(out[1:]))
         self.labels = [n for n in sym.list_arguments() if n.endswith("label")]
         self.sym, self.arg, self.aux, self.shape = sym, arg, aux, shape
-        self.mod = mx.mod.Module(sym, data_names=("data",), label_names=tuple(self.labels), context=contexts)
         b = max(int(batch_size), len(contexts))
-        self.mod.bind(data_shapes=[("data", (b, 3, input_size, input_size))],
-                      label_shapes=[(n, (b,)) for n in self.labels] or None, for_training=False)
-        self.mod.set_params(arg, aux, allow_missing=False, allow_extra=False)
+        try:
+            self.mod = mx.mod.Module(sym, data_names=("data",), label_names=tuple(self.labels), context=contexts)
+            self.mod.bind(data_shapes=[("data", (b, 3, input_size, input_size))],
+                          label_shapes=[(n, (b,)) for n in self.labels] or None, for_training=False)
+            self.mod.set_params(arg, aux, allow_missing=False, allow_extra=False)
+        except (mx.base.MXNetError, ValueError) as e:
+            raise _usage("cannot run %s from %s: %s" % (name, os.path.basename(weights),
+                                                        str(e).strip().splitlines()[0])) from None
 
     @staticmethod
     def _build(name, num_classes, kwargs):
