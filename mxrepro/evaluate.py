@@ -767,9 +767,9 @@ def evaluate(model=None, weights=None, data=None, protocol=None, batch_size=50, 
              progress=True, log=print):
     """Evaluate ``weights`` of registry model ``model`` on ``data`` (``.rec`` or image folder); return the
     result row (dict with the keys of :data:`ROW_FIELDS`). Bad input raises ``UsageError`` / ``DataError``
-    with a one-line message, before any image is read where it can be told beforehand."""
+    with a one-line message, before any image is read where it can be told beforehand. FBN symbol
+    networks must be registered first (``import symbols``; tools/evaluate.py does)."""
     import mxnet as mx
-    import symbols  # noqa: F401  (registers the FBN symbol networks)
     from .engine.loop import parse_devices
     from .models.registry import model_info
     if not weights:

@@ -29,13 +29,10 @@ one-line error.
 """
 import argparse
 import ast
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import mxrepro  # noqa: E402,F401  (sets OMP_NUM_THREADS before mxnet is imported)
-from mxrepro.cli import HelpFormatter, run_main  # noqa: E402
-from mxrepro.evaluate import BACKENDS, PROTOCOLS  # noqa: E402
+import mxrepro  # noqa: F401  (sets OMP_NUM_THREADS before mxnet is imported)
+from mxrepro.cli import HelpFormatter, run_main
+from mxrepro.evaluate import BACKENDS, PROTOCOLS
 
 
 def _value(text):
@@ -95,6 +92,7 @@ def build_parser():
 
 
 def main(argv=None):
+    import symbols  # noqa: F401  (registers the FBN symbol networks: --model resnet-small-fmconv ...)
     from mxrepro.evaluate import append_csv, check_csv, evaluate, write_json
     args = build_parser().parse_args(argv)
     kw = parse_kw(args.kw)
