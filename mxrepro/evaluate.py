@@ -2,24 +2,26 @@
 
 Protocols (:func:`make_protocol`; ``default_protocol(model)`` picks one from the model's family):
 
-* ``blnet`` -- the official bL-Net evaluation (torchvision): short side to ``int(S/0.875 + 0.5)`` (256 for
-  S = 224) with bilinear interpolation, the long side ``int(256 * long / short)``, centre crop S with
-  torchvision's offset ``round((H - S) / 2)``, ToTensor (/255), mean (0.485, 0.456, 0.406), std (0.229,
-  0.224, 0.225). Backend ``pil`` (default: PIL decode + ``Image.resize(BILINEAR)``, which filters over
-  the whole footprint when it shrinks, as torchvision does) or ``opencv`` (``cv2.imdecode`` +
-  ``INTER_LINEAR``, which samples 2x2 neighbours and does not).
-* ``aff`` -- gluon-cv's ImageNet evaluation (open-aff ``train_imagenet.py``): short side to
-  ``ceil(S / 0.875)``, bilinear (OpenCV), centre crop S at ``floor((H - S) / 2)``. A ``.rec`` goes
-  through ``mx.io.ImageRecordIter(resize=..., data_shape=...)`` with gluon-cv's RecordIO constants (mean
-  123.68/116.779/103.939, std 58.393/57.12/57.375 on 0-255), an image folder through its DataLoader
-  path (ToTensor, mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225)) -- gluon-cv's own two paths.
-* ``aff-cifar`` -- open-aff ``train_cifar.py``'s test pipeline: no resize or crop (32x32 images),
-  ToTensor, CIFAR mean (0.4914, 0.4822, 0.4465) / std (0.2023, 0.1994, 0.2010).
-* ``fbn`` -- the FBN scripts' validation iterator: a centre crop of S at ``floor((H - S) / 2)`` and
-  mean subtraction (123.68, 116.779, 103.939) only, no std, no /255. ImageNet networks read the
-  original's ``val_256_q90.rec`` (short side 256 already; the ``resize=256`` applied here is then an
-  exact no-op, and makes a full-size ``.rec`` or an image folder come out the same way); CIFAR networks
-  (S = 32) are not resized. ``.rec`` files go through ``mx.io.ImageRecordIter`` as in the original.
+* ``blnet`` -- the official bL-Net evaluation (torchvision; docs/reference/blnet.md §3): short side to
+  ``int(S/0.875 + 0.5)`` (256 for S = 224) with bilinear interpolation, the long side
+  ``int(256 * long / short)``, centre crop S with torchvision's offset ``round((H - S) / 2)``, ToTensor
+  (/255), mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225). Backend ``pil`` (default: PIL decode +
+  ``Image.resize(BILINEAR)``, which filters over the whole footprint when it shrinks, as torchvision
+  does) or ``opencv`` (``cv2.imdecode`` + ``INTER_LINEAR``, which samples 2x2 neighbours and does not).
+* ``aff`` -- gluon-cv's ImageNet evaluation (open-aff ``train_imagenet.py``; docs/reference/aff.md §3.1):
+  short side to ``ceil(S / 0.875)``, bilinear (OpenCV), centre crop S at ``floor((H - S) / 2)``. A
+  ``.rec`` goes through ``mx.io.ImageRecordIter(resize=..., data_shape=...)`` with gluon-cv's RecordIO
+  constants (mean 123.68/116.779/103.939, std 58.393/57.12/57.375 on 0-255), an image folder through its
+  DataLoader path (ToTensor, mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225)) -- gluon-cv's own
+  two paths.
+* ``aff-cifar`` -- open-aff ``train_cifar.py``'s test pipeline (docs/reference/aff.md §3.2): no resize
+  or crop (32x32 images), ToTensor, CIFAR mean (0.4914, 0.4822, 0.4465) / std (0.2023, 0.1994, 0.2010).
+* ``fbn`` -- the FBN scripts' validation iterator (docs/reference/fbn.md §5.1, §5.3): a centre crop of S
+  at ``floor((H - S) / 2)`` and mean subtraction (123.68, 116.779, 103.939) only, no std, no /255.
+  ImageNet networks read the original's ``val_256_q90.rec`` (short side 256 already; the ``resize=256``
+  applied here is then an exact no-op, and makes a full-size ``.rec`` or an image folder come out the
+  same way); CIFAR networks (S = 32) are not resized. ``.rec`` files go through ``mx.io.ImageRecordIter``
+  as in the original.
 
 Everything else (folders, and ``.rec`` files for ``blnet`` / ``aff-cifar``) is decoded and transformed
 here in NumPy with OpenCV or PIL. Class ``i`` of an image folder is its ``i``-th sorted sub-folder
