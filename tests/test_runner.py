@@ -153,3 +153,15 @@ def test_help_states_each_default_once(make):
         if a.help:
             text = fmt._expand_help(a) if hasattr(fmt, "_expand_help") else a.help
             assert text.lower().count("default") <= 1, (a.option_strings, text)
+
+
+def test_eval_subcommands_need_weights_and_name_the_protocol_data():
+    evals = [n for n, r in runner.RECIPES.items() if r.get("kind") == "eval"]
+    assert {"blnet-eval-r50", "blnet-eval-serx101", "aff-eval-r50"} <= set(evals)
+    with pytest.raises(SystemExit, match="WEIGHTS"):
+        runner.resolve("blnet-eval-r50", env={})
+    argv, lines = runner.resolve("blnet-eval-r50", env=dict(WEIGHTS="w.pth", DATA_DIR="/nowhere", GPUS=""))
+    assert argv[1] == "tools/evaluate.py" and runner._get(argv, "--model") == "bl_resnet50"
+    assert runner._get(argv, "--weights") == "w.pth" and runner._get(argv, "--data") == "/nowhere/val.rec"
+    assert runner._get(argv, "--json") == "runs/eval/blnet-eval-r50.json"
+    assert "22.41" in runner.RECIPES["blnet-eval-r50"].summary()

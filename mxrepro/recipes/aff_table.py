@@ -56,3 +56,12 @@ TOOLS = [
     dict(name="aff-bench", script="tools/bench_aff.py", args="",
          row="CPU images/s at 32x32: ResNet-32 vs AFF-ResNet-32 vs iAFF-ResNet-32 next to their multiply-adds"),
 ]
+
+# Evaluation of an AFF checkpoint (open-aff's released .params or a run of this project): WEIGHTS=the file,
+# DATA_DIR=the ImageNet folder (val.rec or val/ class folders).
+EVALS = [dict(name="aff-eval-%s" % key, model=model, row="%s checkpoint" % label, number=err, digits=1)
+         for key, model, label, err in (("r50", "aff_resnet50", "AFF-ResNet-50", 20.9),
+                                        ("iaff-r50", "iaff_resnet50", "iAFF-ResNet-50", 20.4),
+                                        ("rx50", "aff_resnext50_32x4d", "AFF-ResNeXt-50-32x4d", 20.8),
+                                        ("iaff-rx50", "iaff_resnext50_32x4d", "iAFF-ResNeXt-50-32x4d", 20.2))]
+

@@ -62,3 +62,14 @@ TOOLS = [
     dict(name="blnet-bench", script="tools/bench_blnet.py", args="",
          row="CPU images/s ResNet-50 vs bL-ResNet-50 a2b4 at 224 next to their multiply-add ratio"),
 ]
+
+# Evaluation of the released alpha=2 beta=4 PyTorch checkpoints (IBM/BigLittleNet README, models/_model_urls.py):
+# WEIGHTS=the downloaded .pth.tar, DATA_DIR=the ImageNet folder (val/ class folders or val.rec).
+EVALS = [dict(name="blnet-eval-%s" % key, model=model, row="released %s (alpha 2, beta 4)" % label, official=err)
+         for key, model, label, err in (
+             ("r50", "bl_resnet50", "bL-ResNet-50", 22.41), ("r101", "bl_resnet101", "bL-ResNet-101", 21.34),
+             ("rx50", "bl_resnext50_32x4d", "bL-ResNeXt-50-32x4d", 21.62),
+             ("rx101", "bl_resnext101_32x4d", "bL-ResNeXt-101-32x4d", 20.87),
+             ("serx50", "bl_seresnext50_32x4d", "bL-SEResNeXt-50-32x4d", 21.44),
+             ("serx101", "bl_seresnext101_32x4d", "bL-SEResNeXt-101-32x4d", 21.04))]
+

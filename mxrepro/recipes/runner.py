@@ -35,7 +35,7 @@ __all__ = ["RECIPES", "TABLES", "resolve", "help_lines", "docs_tables", "main"]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TABLES = (fbn_table, aff_table, blnet_table)
-ENV_VARS = ("DATA_DIR", "GPUS", "BATCH_SIZE", "EPOCHS", "WORKERS")
+ENV_VARS = ("DATA_DIR", "GPUS", "BATCH_SIZE", "EPOCHS", "WORKERS", "WEIGHTS")
 
 # How each training script spells the overridable settings (one place).
 SCRIPTS = {
@@ -67,9 +67,13 @@ class Recipe(dict):
 
     @property
     def is_tool(self):
-        return self.get("kind") == "tool"
+        return self.get("kind") in ("tool", "eval")
 
     def summary(self):
+        if self.get("kind") == "eval":
+            ref = self.get("official", self.get("number"))
+            return "evaluate: %s; WEIGHTS=FILE, DATA_DIR=ImageNet (expected top-1 error %.*f%%)" % (
+                self["row"], self["digits"], ref)
         if self.is_tool:
             return self["row"]
         parts = []
@@ -89,6 +93,9 @@ def _load():
             out[r["name"]] = Recipe(dict({"digits": t.PAPER.get("digits", 2)}, **r), paper=t.PAPER["key"], kind="train")
         for r in getattr(t, "TOOLS", []):
             out[r["name"]] = Recipe(r, paper=t.PAPER["key"], kind="tool")
+        for r in getattr(t, "EVALS", []):
+            out[r["name"]] = Recipe(dict({"digits": t.PAPER.get("digits", 2), "script": "tools/evaluate.py"}, **r),
+                                    paper=t.PAPER["key"], kind="eval")
     return out
 
 
@@ -142,6 +149,8 @@ def resolve(name, env=None, extra=(), gpus_visible=None, cpus=None):
     """(argv of the script, lines describing the overrides) of recipe ``name`` (see the module doc)."""
     env = dict(os.environ if env is None else env)
     r = RECIPES[name]
+    if r.get("kind") == "eval":
+        return _resolve_eval(r, env, extra)
     if r.is_tool:
         return [sys.executable, r["script"]] + shlex.split(r.get("args", "")) + list(extra), []
     spec = SCRIPTS[r["script"]]
@@ -211,6 +220,25 @@ def resolve(name, env=None, extra=(), gpus_visible=None, cpus=None):
     return [sys.executable, r["script"]] + argv + list(extra), lines
 
 
+def _resolve_eval(r, env, extra):
+    """tools/evaluate.py on WEIGHTS and DATA_DIR's validation set, the result row under runs/eval/."""
+    if not env.get("WEIGHTS"):
+        raise SystemExit("error: %s needs WEIGHTS=path to the checkpoint (where to get the released ones: "
+                         "docs/weights.md)" % r["name"])
+    data = env.get("DATA_DIR") or "data/imagenet"
+    val = os.path.join(data, "val")
+    if not os.path.isdir(val):
+        val = os.path.join(data, "val.rec")
+    argv = ["--model", r["model"], "--weights", env["WEIGHTS"], "--data", val, "--gpus", env.get("GPUS", ""),
+            "--json", os.path.join("runs", "eval", r["name"] + ".json"), "--csv", os.path.join("runs", "eval",
+                                                                                              "results.csv")]
+    if env.get("WORKERS"):
+        argv += ["--workers", env["WORKERS"]]
+    lines = ["WEIGHTS=%s" % env["WEIGHTS"], "validation data %s" % val, "result row: runs/eval/%s.json and "
+             "runs/eval/results.csv" % r["name"]]
+    return [sys.executable, r["script"]] + argv + list(extra), lines
+
+
 def printable(argv):
     """The command as a user types it (``python`` for the interpreter), quoted so that it pastes back."""
     return shlex.join(["python"] + list(argv[1:]))
@@ -234,6 +262,7 @@ def help_lines():
     lines.append("  BATCH_SIZE  global batch (all devices); FBN/AFF keep the published --lr, bL-Net scales it linearly")
     lines.append("  EPOCHS      number of epochs")
     lines.append("  WORKERS     data-loading workers / decoding threads")
+    lines.append("  WEIGHTS     the checkpoint of an *-eval-* subcommand (released ones: docs/weights.md)")
     lines.append("Arguments after NAME go to the script (e.g. --dry-run: the resolved plan, no data needed, nothing "
                  "written). Outputs: runs/<paper>/<name>/; the same command again resumes.")
     return lines
