@@ -14,7 +14,7 @@ and compares them with the numbers the papers print (each model's registry ``cfg
 tables in this file, each citing its section of ``docs/reference/{fbn,aff,blnet}.md``).
 
 A printed number "matches" when the computed one rounds to it at the printed precision; papers
-sometimes truncate instead (AFF Table 5: 30.354M is printed 30.3M), which is reported as "matches
+sometimes truncate instead (AFF Table 5 prints AFF-ResNet-50 as 30.3M), which is reported as "matches
 (truncated)". Known, explained differences carry a note; any other difference makes the tool exit 1.
 
     python tools/model_table.py                      # all families -> docs/model_table.md

@@ -6,7 +6,7 @@ imported) and symbol-API networks (``kind='symbol'``: the FBN ``--network`` name
 the top-level ``symbols`` package is imported) share one list, so ``--network`` and ``--model``
 names, the model table, the visualiser and the tests all read it.
 
-    @register_model(family='aff', paper=dict(params_m=30.354), input_size=224)
+    @register_model(family='aff', paper=dict(params_m=..., top1_err=...), input_size=224)
     def aff_resnet50(**kwargs): ...
 
 ``get_model(name, **kw)`` returns a Gluon block or a Symbol; ``get_symbol(name, **kw)`` always
