@@ -165,3 +165,23 @@ def test_eval_subcommands_need_weights_and_name_the_protocol_data():
     assert runner._get(argv, "--weights") == "w.pth" and runner._get(argv, "--data") == "/nowhere/val.rec"
     assert runner._get(argv, "--json") == "runs/eval/blnet-eval-r50.json"
     assert "22.41" in runner.RECIPES["blnet-eval-r50"].summary()
+
+
+def test_readme_layout_matches_the_tree():
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    block = readme.split("## Layout", 1)[1].split("```", 2)[1]
+    named = set(re.findall(r"([A-Za-z_][A-Za-z0-9_]*\.py|[a-z_]+/)", block))
+    pkg = os.path.join(ROOT, "mxrepro")
+    modules = {f for f in os.listdir(pkg) if f.endswith(".py") and f != "__init__.py"}
+    subpackages = {d + "/" for d in os.listdir(pkg) if os.path.isfile(os.path.join(pkg, d, "__init__.py"))}
+    missing = sorted((modules | subpackages) - named)
+    assert not missing, "README's layout omits %s" % missing
+    for sub in subpackages:
+        for f in os.listdir(os.path.join(pkg, sub)):
+            if f.endswith(".py") and f != "__init__.py" and not f.endswith("_table.py"):
+                assert f in named, "README's layout omits mxrepro/%s%s" % (sub, f)
+    for top in ("operators/", "symbols/", "cifar/", "imagenet/", "tools/", "tests/", "docs/"):
+        assert top in named and os.path.isdir(os.path.join(ROOT, top)), top
+    docs = {f for f in os.listdir(os.path.join(ROOT, "docs")) if f.endswith(".md")}
+    assert not docs - set(re.findall(r"[a-z_]+\.md", block)), "README's layout omits docs %s" % sorted(
+        docs - set(re.findall(r"[a-z_]+\.md", block)))
