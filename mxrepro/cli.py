@@ -6,7 +6,7 @@ import os
 import shlex
 import sys
 
-__all__ = ["run_main", "HelpFormatter", "expected_workers", "device_count", "pasteable", "EXIT_CODES"]
+__all__ = ["run_main", "HelpFormatter", "expected_workers", "device_count", "pasteable", "parse_kw", "EXIT_CODES"]
 
 # 0 done; 1 diverged (non-finite loss or parameters); 2 bad flag or data (nothing written);
 # 130 / 143 interrupted by SIGINT / SIGTERM (the last complete epoch is saved).
@@ -41,6 +41,23 @@ def device_count(gpus):
 def pasteable(argv):
     """A command line that can be pasted back into a shell (empty values quoted)."""
     return shlex.join([str(a) for a in argv])
+
+
+def parse_kw(items, flag="--kw"):
+    """``['alpha=4', 'deep_stem=True', 'widths=(64,128)']`` -> {'alpha': 4, 'deep_stem': True, 'widths': (64, 128)}:
+    builder keywords of the tools' ``--kw KEY=VALUE`` (Python literals, ``true``/``false``, else strings).
+    A malformed item is a ValueError naming the flag."""
+    import ast
+    out = {}
+    for item in items or ():
+        if "=" not in item:
+            raise ValueError("%s expects KEY=VALUE, got %r" % (flag, item))
+        k, v = (x.strip() for x in item.split("=", 1))
+        try:
+            out[k] = ast.literal_eval(v)
+        except (ValueError, SyntaxError):
+            out[k] = {"true": True, "false": False}.get(v.lower(), v)
+    return out
 
 
 def run_main(main, argv=None):

@@ -261,6 +261,11 @@ def test_help_formatter_states_each_default_once():
 
 
 def test_cli_helpers():
+    from mxrepro.cli import parse_kw
+    assert parse_kw(["alpha=4", "se=True", "widths=(64,128)", "name=x", "on=true"]) == dict(
+        alpha=4, se=True, widths=(64, 128), name="x", on=True)
+    with pytest.raises(ValueError, match="--kw expects KEY=VALUE"):
+        parse_kw(["alpha"])
     assert device_count("") == 1 and device_count("0,1,3") == 3 and device_count(None) == 1
     assert pasteable(["python", "a.py", "--gpus", "", "--x", "a b"]) == "python a.py --gpus '' --x 'a b'"
 

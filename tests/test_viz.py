@@ -100,8 +100,8 @@ def test_cli_image_and_missing_dot(tmp_path, capsys, monkeypatch):
 def test_cli_errors(capsys):
     assert viz.main(["--model", "no_such_net", "--no-image"]) == 2
     assert "unknown model" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        viz.parse_kw(["alpha"])
+    with pytest.raises(SystemExit, match="--kw expects KEY=VALUE"):
+        viz.main(["--model", "bl_resnet50", "--kw", "alpha", "--no-image"])
 
 
 # ------------------------------------------------------------------------------------------------

@@ -14,31 +14,13 @@ Bad input (unreadable file, forbidden pickle global, names or shapes that do not
 with status 2 and a one-line message (``-v`` prints every offending name).
 """
 import argparse
-import ast
 import json
 import os
 import sys
 
 import mxrepro  # noqa: F401  (sets OMP_NUM_THREADS before mxnet is imported)
+from mxrepro.cli import parse_kw
 from mxrepro.weights import CheckpointError, WeightMapError, convert_checkpoint
-
-
-def _value(text):
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return {"true": True, "false": False}.get(text.lower(), text)
-
-
-def parse_kw(items):
-    """``['alpha=4', 'widths=64,128,256,512']`` -> {'alpha': 4, 'widths': (64, 128, 256, 512)}."""
-    out = {}
-    for item in items or ():
-        if "=" not in item:
-            raise ValueError("--kw expects key=value, got %r" % item)
-        k, v = item.split("=", 1)
-        out[k.strip()] = _value(v.strip())
-    return out
 
 
 def build_parser():

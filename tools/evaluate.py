@@ -28,30 +28,10 @@ file, corrupt data, weights that do not fit the model, a classes mismatch) exits
 one-line error.
 """
 import argparse
-import ast
 
 import mxrepro  # noqa: F401  (sets OMP_NUM_THREADS before mxnet is imported)
-from mxrepro.cli import HelpFormatter, run_main
+from mxrepro.cli import HelpFormatter, parse_kw, run_main
 from mxrepro.evaluate import BACKENDS, PROTOCOLS
-
-
-def _value(text):
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return {"true": True, "false": False}.get(text.lower(), text)
-
-
-def parse_kw(items):
-    """``['alpha=4', 'deep_stem=True']`` -> {'alpha': 4, 'deep_stem': True} (values are Python literals)."""
-    from mxrepro.engine.config import UsageError
-    out = {}
-    for item in items or ():
-        if "=" not in item:
-            raise UsageError("--kw expects KEY=VALUE, got %r" % item)
-        k, v = item.split("=", 1)
-        out[k.strip()] = _value(v.strip())
-    return out
 
 
 def build_parser():
@@ -95,7 +75,11 @@ def main(argv=None):
     import symbols  # noqa: F401  (registers the FBN symbol networks: --model resnet-small-fmconv ...)
     from mxrepro.evaluate import append_csv, check_csv, evaluate, write_json
     args = build_parser().parse_args(argv)
-    kw = parse_kw(args.kw)
+    try:
+        kw = parse_kw(args.kw)
+    except ValueError as e:
+        from mxrepro.engine.config import UsageError
+        raise UsageError(str(e))
     check_csv(args.csv)  # before a long run, not after it
     row = evaluate(model=args.model, weights=args.weights, data=args.data, protocol=args.protocol,
                    batch_size=args.batch_size, workers=args.workers, gpus=args.gpus, num_classes=args.num_classes,

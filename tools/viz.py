@@ -28,7 +28,6 @@ sequential is expanded); for symbols, ``stageN``/``layerN``-style name prefixes 
 runs of equal spatial resolution.
 """
 import argparse
-import ast
 import collections
 import os
 import re
@@ -41,6 +40,7 @@ import mxnet as mx  # noqa: E402
 import symbols  # noqa: E402,F401  (registers the FBN symbol networks)
 
 from mxrepro import flops  # noqa: E402
+from mxrepro.cli import parse_kw  # noqa: E402
 from mxrepro.models import list_models, model_info  # noqa: E402
 
 Row = collections.namedtuple("Row", "stage shape params macs")
@@ -323,20 +323,6 @@ def stage_file_name(i, stage):
     return "%02d-%s" % (i + 1, re.sub(r"[^A-Za-z0-9_.-]+", "_", stage).strip("_") or "stage")
 
 
-def parse_kw(items):
-    """``['alpha=4', 'se=True']`` -> {'alpha': 4, 'se': True} (Python literals, else strings)."""
-    kw = {}
-    for it in items or []:
-        if "=" not in it:
-            raise SystemExit("error: --kw expects KEY=VALUE pairs, got %r" % it)
-        k, v = it.split("=", 1)
-        try:
-            kw[k] = ast.literal_eval(v)
-        except (ValueError, SyntaxError):
-            kw[k] = v
-    return kw
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__[__doc__.find("\n\n"):])
@@ -365,7 +351,10 @@ def main(argv=None):
     except KeyError as e:
         print("error: %s" % e.args[0], file=sys.stderr)
         return 2
-    kw = parse_kw(args.kw)
+    try:
+        kw = parse_kw(args.kw)
+    except ValueError as e:
+        raise SystemExit("error: %s" % e)
     if args.num_classes is not None:
         kw["num_classes"] = args.num_classes
     sym, records, rows, data_shape = analyse_records(args.model, args.size, args.depth, **kw)
