@@ -1,0 +1,224 @@
+// GPU implementation of the fused element-wise operators (maths: fuse.h).
+//
+// Memory-bound kernels: one block of kThreads per plane (grid-stride over planes) wherever a plane
+// needs a reduction (the spatial means, the per-channel logit gradients, AddMean), with a fixed
+// shared-memory tree, so results are bitwise reproducible; plain grid-stride loops otherwise.
+// UpsampleAdd's Big gradient is a gather over each cropped s x s block (no atomics).
+#include "fuse.h"
+
+#include <algorithm>
+
+#ifdef FBOP_CUDA_EMU  // host-thread emulation used to test these kernels without a GPU
+#include "cuda_emu.h"
+#define FUSE_LAUNCH(kern, grid, block, stream, ...) ::emu::launch(grid, block, kern, __VA_ARGS__)
+#else
+#include <cuda_runtime.h>
+#define FUSE_LAUNCH(kern, grid, block, stream, ...) kern<<<grid, block, 0, stream>>>(__VA_ARGS__)
+#endif
+
+namespace fuse {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int64_t kMaxGrid = 65535;
+
+dim3 plane_grid(int64_t planes) { return dim3(unsigned(std::max<int64_t>(1, std::min(planes, kMaxGrid)))); }
+
+dim3 flat_grid(int64_t n) {
+  const int64_t b = (n + kThreads - 1) / kThreads;
+  return dim3(unsigned(std::max<int64_t>(1, std::min<int64_t>(b, kMaxGrid * 4))));
+}
+
+__device__ __forceinline__ float sigm(float v) { return 1.f / (1.f + expf(-v)); }
+
+// Sum of v over the block (every thread calls it; the result is valid in every thread).
+__device__ float block_sum(float v, float* buf) {
+  const int t = threadIdx.x;
+  buf[t] = v;
+  __syncthreads();
+  for (int s = kThreads / 2; s > 0; s >>= 1) {
+    if (t < s) buf[t] += buf[t + s];
+    __syncthreads();
+  }
+  const float r = buf[0];
+  __syncthreads();
+  return r;
+}
+
+// ------------------------------------------------------------------------------ AFFGate
+__global__ void gate_fwd_kernel(GateGeom g, const float* __restrict__ x, const float* __restrict__ y,
+                                const float* __restrict__ a, const float* __restrict__ b,
+                                float* __restrict__ out, float* __restrict__ mean) {
+  __shared__ float buf[kThreads];
+  const int64_t n = g.hw;
+  for (int64_t p = blockIdx.x; p < g.planes; p += gridDim.x) {
+    const int64_t o = p * n;
+    const float a0 = g.a_full ? 0.f : a[p], b0 = g.b_full ? 0.f : b[p];
+    float s = 0.f;
+    for (int64_t i = threadIdx.x; i < n; i += kThreads) {
+      const float w = sigm((g.a_full ? a[o + i] : a0) + (g.b_full ? b[o + i] : b0));
+      const float v = (y[o + i] + (x[o + i] - y[o + i]) * w) * g.scale;
+      out[o + i] = v;
+      s += v;
+    }
+    if (mean) {
+      s = block_sum(s, buf);
+      if (threadIdx.x == 0) mean[p] = s / float(n);
+    }
+  }
+}
+
+__global__ void gate_bwd_kernel(GateGeom g, const float* __restrict__ go, const float* __restrict__ gm,
+                                const float* __restrict__ x, const float* __restrict__ y,
+                                const float* __restrict__ a, const float* __restrict__ b,
+                                float* __restrict__ dx, float* __restrict__ dy, float* __restrict__ da,
+                                float* __restrict__ db) {
+  __shared__ float buf[kThreads];
+  const int64_t n = g.hw;
+  for (int64_t p = blockIdx.x; p < g.planes; p += gridDim.x) {
+    const int64_t o = p * n;
+    const float a0 = g.a_full ? 0.f : a[p], b0 = g.b_full ? 0.f : b[p];
+    const float gadd = gm ? gm[p] / float(n) : 0.f;
+    float s = 0.f;
+    for (int64_t i = threadIdx.x; i < n; i += kThreads) {
+      const float w = sigm((g.a_full ? a[o + i] : a0) + (g.b_full ? b[o + i] : b0));
+      const float sg = (go[o + i] + gadd) * g.scale;
+      const float gx = sg * w;
+      dx[o + i] = gx;
+      dy[o + i] = sg - gx;
+      const float dl = (sg * (x[o + i] - y[o + i])) * (w * (1.f - w));
+      if (g.a_full) da[o + i] = dl;
+      if (g.b_full) db[o + i] = dl;
+      s += dl;
+    }
+    if (!g.a_full || !g.b_full) {
+      s = block_sum(s, buf);
+      if (threadIdx.x == 0) {
+        if (!g.a_full) da[p] = s;
+        if (!g.b_full) db[p] = s;
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------ AddMean
+__global__ void add_mean_fwd_kernel(int64_t planes, int64_t n, const float* __restrict__ x,
+                                    const float* __restrict__ y, float* __restrict__ z,
+                                    float* __restrict__ m) {
+  __shared__ float buf[kThreads];
+  for (int64_t p = blockIdx.x; p < planes; p += gridDim.x) {
+    const int64_t o = p * n;
+    float s = 0.f;
+    for (int64_t i = threadIdx.x; i < n; i += kThreads) {
+      const float v = x[o + i] + y[o + i];
+      z[o + i] = v;
+      s += v;
+    }
+    s = block_sum(s, buf);
+    if (threadIdx.x == 0) m[p] = s / float(n);
+  }
+}
+
+__global__ void add_mean_bwd_kernel(int64_t planes, int64_t n, const float* __restrict__ gz,
+                                    const float* __restrict__ gm, float* __restrict__ dx,
+                                    float* __restrict__ dy) {
+  for (int64_t p = blockIdx.x; p < planes; p += gridDim.x) {
+    const int64_t o = p * n;
+    const float add = gm[p] / float(n);
+    for (int64_t i = threadIdx.x; i < n; i += kThreads) {
+      const float v = gz[o + i] + add;
+      dx[o + i] = v;
+      dy[o + i] = v;
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------ UpsampleAdd
+__global__ void upadd_fwd_kernel(UpGeom g, const float* __restrict__ big, const float* __restrict__ little,
+                                 float* __restrict__ out) {
+  const int64_t ln = int64_t(g.H) * g.W, total = g.planes * ln;
+  for (int64_t k = int64_t(blockIdx.x) * kThreads + threadIdx.x; k < total; k += int64_t(gridDim.x) * kThreads) {
+    const int64_t p = k / ln;
+    const int r = int(k - p * ln), i = r / g.W, j = r - i * g.W;
+    const float u = little[k] + big[(p * g.h + i / g.s) * g.w + j / g.s];
+    out[k] = g.relu ? (u > 0.f ? u : 0.f) : u;
+  }
+}
+
+__global__ void upadd_bwd_little_kernel(UpGeom g, const float* __restrict__ go, const float* __restrict__ out,
+                                        float* __restrict__ dlittle) {
+  const int64_t total = g.planes * int64_t(g.H) * g.W;
+  for (int64_t k = int64_t(blockIdx.x) * kThreads + threadIdx.x; k < total; k += int64_t(gridDim.x) * kThreads)
+    dlittle[k] = g.relu ? (out[k] > 0.f ? go[k] : 0.f) : go[k];
+}
+
+__global__ void upadd_bwd_big_kernel(UpGeom g, const float* __restrict__ go, const float* __restrict__ out,
+                                     float* __restrict__ dbig) {
+  const int64_t bn = int64_t(g.h) * g.w, total = g.planes * bn;
+  for (int64_t k = int64_t(blockIdx.x) * kThreads + threadIdx.x; k < total; k += int64_t(gridDim.x) * kThreads) {
+    const int64_t p = k / bn;
+    const int r = int(k - p * bn), bi = r / g.w, bj = r - bi * g.w;
+    const int i1 = min(bi * g.s + g.s, g.H), j1 = min(bj * g.s + g.s, g.W);
+    float s = 0.f;
+    for (int i = bi * g.s; i < i1; ++i)
+      for (int j = bj * g.s; j < j1; ++j) {
+        const int64_t q = (p * g.H + i) * g.W + j;
+        s += g.relu ? (out[q] > 0.f ? go[q] : 0.f) : go[q];
+      }
+    dbig[k] = s;
+  }
+}
+
+int finish() { return int(cudaGetLastError()); }
+
+}  // namespace
+
+int gate_forward_gpu(const GateGeom& g, const float* x, const float* y, const float* a, const float* b,
+                     float* out, float* mean, void* stream) {
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  FUSE_LAUNCH(gate_fwd_kernel, plane_grid(g.planes), dim3(kThreads), st, g, x, y, a, b, out,
+              g.with_mean ? mean : nullptr);
+  return finish();
+}
+
+int gate_backward_gpu(const GateGeom& g, const float* gout, const float* gmean, const float* x,
+                      const float* y, const float* a, const float* b, float* dx, float* dy, float* da,
+                      float* db, void* stream) {
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  FUSE_LAUNCH(gate_bwd_kernel, plane_grid(g.planes), dim3(kThreads), st, g, gout,
+              g.with_mean ? gmean : nullptr, x, y, a, b, dx, dy, da, db);
+  return finish();
+}
+
+int add_mean_forward_gpu(int64_t planes, int64_t hw, const float* x, const float* y, float* z, float* m,
+                         void* stream) {
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  FUSE_LAUNCH(add_mean_fwd_kernel, plane_grid(planes), dim3(kThreads), st, planes, hw, x, y, z, m);
+  return finish();
+}
+
+int add_mean_backward_gpu(int64_t planes, int64_t hw, const float* gz, const float* gm, float* dx, float* dy,
+                          void* stream) {
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  FUSE_LAUNCH(add_mean_bwd_kernel, plane_grid(planes), dim3(kThreads), st, planes, hw, gz, gm, dx, dy);
+  return finish();
+}
+
+int upadd_forward_gpu(const UpGeom& g, const float* big, const float* little, float* out, void* stream) {
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  FUSE_LAUNCH(upadd_fwd_kernel, flat_grid(g.planes * int64_t(g.H) * g.W), dim3(kThreads), st, g, big, little,
+              out);
+  return finish();
+}
+
+int upadd_backward_gpu(const UpGeom& g, const float* gout, const float* out, float* dbig, float* dlittle,
+                       void* stream) {
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  FUSE_LAUNCH(upadd_bwd_little_kernel, flat_grid(g.planes * int64_t(g.H) * g.W), dim3(kThreads), st, g, gout,
+              out, dlittle);
+  FUSE_LAUNCH(upadd_bwd_big_kernel, flat_grid(g.planes * int64_t(g.h) * g.w), dim3(kThreads), st, g, gout, out,
+              dbig);
+  return finish();
+}
+
+}  // namespace fuse
