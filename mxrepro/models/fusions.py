@@ -34,6 +34,8 @@ import re
 from mxnet.gluon import nn
 from mxnet.gluon.block import HybridBlock
 
+from .fused import FusedMixin
+
 __all__ = ["ContextBranch", "MSCAMWeights", "MSCAM", "DirectAdd", "AFF", "IAFF", "GlobalGlobal", "LocalLocal",
            "MSGAU", "MSSENet", "MSSA", "Concatenation", "get_fusion", "list_fusions", "canonical_fusion",
            "make_fusion", "FUSIONS"]
@@ -77,6 +79,7 @@ class MSCAMWeights(HybridBlock):
         super().__init__(**kwargs)
         self.kinds = tuple(branches)
         self.all_global = all(k == "global" for k in self.kinds)
+        self.all_local = all(k == "local" for k in self.kinds)
         with self.name_scope():
             self.branches = nn.HybridSequential(prefix="")
             for i, k in enumerate(self.kinds):
@@ -85,10 +88,15 @@ class MSCAMWeights(HybridBlock):
                 self.branches.add(ContextBranch(channels, r, global_pool=(k == "global"), bottleneck=bottleneck,
                                                 prefix="%s%d_" % (k, i)))
 
+    def logits(self, F, z, pooled=None):
+        """The branch outputs (before their sum and the sigmoid). ``pooled``, when given, is the
+        spatial mean of ``z`` already computed (the fused ``AddMean``/``AFFGate`` outputs): the
+        global branches then skip their own pooling."""
+        return [b.body(pooled) if pooled is not None and b.global_pool else b(z) for b in self.branches]
+
     def hybrid_forward(self, F, z):
         out = None
-        for b in self.branches:
-            y = b(z)
+        for y in self.logits(F, z):
             out = y if out is None else F.broadcast_add(out, y)
         return F.Activation(out, act_type="sigmoid")
 
@@ -128,7 +136,16 @@ class DirectAdd(HybridBlock):
         return x + residual
 
 
-class _SelectFuse(HybridBlock):
+def _fused_gate(F, att, x, residual, scale, spatial_mean=False):
+    """``AFFGate(x, residual, L(z), G(z))`` with z = x + residual (``AddMean`` when a branch pools):
+    ``scale * (residual + sigmoid(L + G) * (x - residual))`` in one pass, the same value as the
+    unfused graph (mxrepro.models.fused)."""
+    z, pooled = F.AddMean(x, residual) if not att.all_local else (x + residual, None)
+    a, b = att.logits(F, z, pooled)
+    return F.AFFGate(x, residual, a, b, scale=scale, spatial_mean=spatial_mean)
+
+
+class _SelectFuse(FusedMixin, HybridBlock):
     """``scale * (x*w + residual*(1-w))`` with ``w = M(x + residual)`` (soft selection)."""
     branches = ("local", "global")
     scale = 2.0
@@ -139,8 +156,11 @@ class _SelectFuse(HybridBlock):
             self.scale = float(scale)
         with self.name_scope():
             self.att = MSCAMWeights(channels, r, self.branches, bottleneck=bottleneck, prefix="att_")
+        self._init_fused()
 
     def hybrid_forward(self, F, x, residual):
+        if self._fused and len(self.att.kinds) == 2:
+            return _fused_gate(F, self.att, x, residual, self.scale)
         out = _select(F, x, residual, self.att(x + residual))
         return out * self.scale if self.scale != 1.0 else out
 
@@ -162,7 +182,7 @@ class LocalLocal(_SelectFuse):
     branches = ("local", "local")
 
 
-class IAFF(HybridBlock):
+class IAFF(FusedMixin, HybridBlock):
     """iterative AFF, reference ``ResGlobLocaforGlobLocaChaFuse`` (aff.md §1.3, paper Eq. 5).
 
     ``xi = x*M1(x+y) + y*(1-M1)``; ``out = x*M2(xi) + y*(1-M2(xi))``; two independent MS-CAMs, no factor 2."""
@@ -172,8 +192,13 @@ class IAFF(HybridBlock):
         with self.name_scope():
             self.att1 = MSCAMWeights(channels, r, bottleneck=bottleneck, prefix="att1_")
             self.att2 = MSCAMWeights(channels, r, bottleneck=bottleneck, prefix="att2_")
+        self._init_fused()
 
     def hybrid_forward(self, F, x, residual):
+        if self._fused:  # xi and its spatial mean from one AFFGate pass
+            xi, xi_mean = _fused_gate(F, self.att1, x, residual, 1.0, spatial_mean=True)
+            a, b = self.att2.logits(F, xi, xi_mean)
+            return F.AFFGate(x, residual, a, b, scale=1.0)
         d = x - residual
         xi = residual + _mul(F, d, self.att1(x + residual))
         return residual + _mul(F, d, self.att2(xi))
