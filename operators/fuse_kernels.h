@@ -4,7 +4,8 @@
 // CPU's features. Plain loops over contiguous planes that GCC vectorises; no intrinsics. The
 // reductions (means, per-channel gradients) are float sums whose order depends on the vector
 // width; everything else is the same IEEE arithmetic in every variant (no FMA contraction under
-// -std=c++17).
+// -std=c++17). Loads inside conditional expressions are hoisted so that GCC if-converts them
+// (a conditional load is "control flow" and keeps a loop scalar); check with -fopt-info-vec.
 
 // e^x with Cephes' expf polynomial after a Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2; about
 // 1 ulp. Branch-free (clamped input, round-to-nearest by the 1.5 * 2^23 trick, 2^n built in the
@@ -199,8 +200,9 @@ static void upadd_bwd_row(int W, int s, const float* __restrict go, const float*
     const int half = W / 2;
 #pragma omp simd
     for (int q = 0; q < half; ++q) {
-      const float g0 = RELU ? (out[2 * q] > 0.f ? go[2 * q] : 0.f) : go[2 * q];
-      const float g1 = RELU ? (out[2 * q + 1] > 0.f ? go[2 * q + 1] : 0.f) : go[2 * q + 1];
+      const float a0 = go[2 * q], a1 = go[2 * q + 1];  // loaded unconditionally: a select, no branch
+      const float g0 = RELU ? (out[2 * q] > 0.f ? a0 : 0.f) : a0;
+      const float g1 = RELU ? (out[2 * q + 1] > 0.f ? a1 : 0.f) : a1;
       gl[2 * q] = g0;
       gl[2 * q + 1] = g1;
       acc[q] += g0 + g1;
@@ -212,7 +214,8 @@ static void upadd_bwd_row(int W, int s, const float* __restrict go, const float*
     }
   } else {
     for (int j = 0; j < W; ++j) {
-      const float g0 = RELU ? (out[j] > 0.f ? go[j] : 0.f) : go[j];
+      const float a0 = go[j];
+      const float g0 = RELU ? (out[j] > 0.f ? a0 : 0.f) : a0;
       gl[j] = g0;
       acc[j / s] += g0;
     }

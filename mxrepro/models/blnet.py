@@ -24,7 +24,7 @@ from mxnet.gluon import nn
 from mxnet.gluon.block import HybridBlock
 
 from . import layers
-from .fused import FusedMixin
+from .fused import FusedMixin, plain
 from .fusions import make_fusion
 from .registry import register_model
 
@@ -219,7 +219,7 @@ class TransitionLayer(FusedMixin, HybridBlock):
     def hybrid_forward(self, F, big, little):
         little = self.little_e_bn(self.little_e(little))
         if self.merge is None and self._fused:
-            return self.fusion(F.UpsampleAdd(big, little, scale=2, relu=True))
+            return self.fusion(F.UpsampleAdd(plain(F, big), plain(F, little), scale=2, relu=True))
         big = F.slice_like(F.UpSampling(big, scale=2, sample_type="nearest", num_args=1), little, axes=(2, 3))
         out = self.merge(big, little) if self.merge is not None else big + little
         return self.fusion(F.Activation(out, act_type="relu"))

@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-__all__ = ["enabled", "available", "fused_ops", "FusedMixin"]
+__all__ = ["enabled", "available", "fused_ops", "FusedMixin", "plain", "select", "iterative_select"]
 
 OPS = ("AFFGate", "AddMean", "UpsampleAdd")
 
@@ -68,3 +68,45 @@ class FusedMixin:
         if np.dtype(dtype) != np.float32:
             self._fused = False
         super().cast(dtype)
+
+
+def plain(F, t):
+    """``t`` unchanged (a 4-D reshape to its own shape), but in MXNet's default memory layout.
+
+    On the CPU, oneDNN (MKLDNN) convolutions and BatchNorms leave their outputs in a blocked layout
+    (nChw16c...), and MXNet converts every such input of an operator from the operator library to
+    the plain layout on each call, forward and backward alike, into a temporary copy: a tensor read
+    by AddMean and AFFGate was converted four times per training step. MXNet's ``Reshape`` writes
+    the plain layout (one conversion, after which every reader gets it for free); on a plain input
+    or a GPU it is a free view. Values are untouched."""
+    return F.reshape(t, shape=(0, 0, 0, 0))
+
+
+def _gate_inputs(F, att, x, residual):
+    """(z, pooled) with z = x + residual and, when a branch pools, its spatial mean (AddMean)."""
+    if att.all_local:
+        return F.elemwise_add(x, residual), None
+    return F.AddMean(x, residual)
+
+
+def select(F, att, x, residual, scale):
+    """AFF / Global+Global / Local+Local (``_SelectFuse``): ``scale * (x w + residual (1 - w))`` with
+    w = M(x + residual) = sigmoid(L(z) + G(z)) of the MS-CAM ``att`` (two branches)."""
+    xp, rp = plain(F, x), plain(F, residual)
+    z, pooled = _gate_inputs(F, att, xp, rp)
+    a, b = (plain(F, t) for t in att.logits(F, z, pooled))
+    return F.AFFGate(xp, rp, a, b, scale=scale)
+
+
+def iterative_select(F, att1, att2, x, residual):
+    """iAFF (``IAFF``): xi = x w1 + residual (1 - w1) with w1 = M1(x + residual), then
+    x w2 + residual (1 - w2) with w2 = M2(xi); xi and its spatial mean from one AFFGate pass."""
+    xp, rp = plain(F, x), plain(F, residual)
+    z, pooled = _gate_inputs(F, att1, xp, rp)
+    a, b = (plain(F, t) for t in att1.logits(F, z, pooled))
+    if att2.all_local:
+        xi, xi_mean = F.AFFGate(xp, rp, a, b, scale=1.0), None
+    else:
+        xi, xi_mean = F.AFFGate(xp, rp, a, b, scale=1.0, spatial_mean=True)
+    a, b = (plain(F, t) for t in att2.logits(F, xi, xi_mean))
+    return F.AFFGate(xp, rp, a, b, scale=1.0)

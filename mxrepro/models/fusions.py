@@ -34,6 +34,7 @@ import re
 from mxnet.gluon import nn
 from mxnet.gluon.block import HybridBlock
 
+from . import fused
 from .fused import FusedMixin
 
 __all__ = ["ContextBranch", "MSCAMWeights", "MSCAM", "DirectAdd", "AFF", "IAFF", "GlobalGlobal", "LocalLocal",
@@ -136,15 +137,6 @@ class DirectAdd(HybridBlock):
         return x + residual
 
 
-def _fused_gate(F, att, x, residual, scale, spatial_mean=False):
-    """``AFFGate(x, residual, L(z), G(z))`` with z = x + residual (``AddMean`` when a branch pools):
-    ``scale * (residual + sigmoid(L + G) * (x - residual))`` in one pass, the same value as the
-    unfused graph (mxrepro.models.fused)."""
-    z, pooled = F.AddMean(x, residual) if not att.all_local else (x + residual, None)
-    a, b = att.logits(F, z, pooled)
-    return F.AFFGate(x, residual, a, b, scale=scale, spatial_mean=spatial_mean)
-
-
 class _SelectFuse(FusedMixin, HybridBlock):
     """``scale * (x*w + residual*(1-w))`` with ``w = M(x + residual)`` (soft selection)."""
     branches = ("local", "global")
@@ -160,7 +152,7 @@ class _SelectFuse(FusedMixin, HybridBlock):
 
     def hybrid_forward(self, F, x, residual):
         if self._fused and len(self.att.kinds) == 2:
-            return _fused_gate(F, self.att, x, residual, self.scale)
+            return fused.select(F, self.att, x, residual, self.scale)
         out = _select(F, x, residual, self.att(x + residual))
         return out * self.scale if self.scale != 1.0 else out
 
@@ -195,10 +187,8 @@ class IAFF(FusedMixin, HybridBlock):
         self._init_fused()
 
     def hybrid_forward(self, F, x, residual):
-        if self._fused:  # xi and its spatial mean from one AFFGate pass
-            xi, xi_mean = _fused_gate(F, self.att1, x, residual, 1.0, spatial_mean=True)
-            a, b = self.att2.logits(F, xi, xi_mean)
-            return F.AFFGate(x, residual, a, b, scale=1.0)
+        if self._fused:
+            return fused.iterative_select(F, self.att1, self.att2, x, residual)
         d = x - residual
         xi = residual + _mul(F, d, self.att1(x + residual))
         return residual + _mul(F, d, self.att2(xi))
