@@ -20,6 +20,18 @@
 //     out[b,c,i,j] = act(little[b,c,i,j] + big[b,c,i/s,j/s])     (integer division; H <= s h, W <= s w)
 //   backward: g' = g_out (or g_out [out > 0] with ReLU); dlittle = g';
 //     dbig[b,c,p,q] = sum of g' over the cropped s x s block (i/s = p, j/s = q); 0 where it is empty.
+//
+// PlainBatchNorm (MXNet's BatchNorm over axis 1, for inputs in the plain NCHW layout, where
+// oneDNN's BatchNorm is several times slower than on its blocked layout; docs/operators.md):
+//   training:  mean_c, var_c (biased) over B x H x W; out = (x - mean) g / sqrt(var + eps) + beta
+//              (g = gamma, or 1 with fix_gamma); moving = moving * momentum + batch * (1 - momentum)
+//   inference: the same with the moving mean / variance, nothing updated
+//   backward, M = B H W, xh = (x - mean) invstd with the statistics the forward used:
+//     dbeta = sum dy, dgamma = sum dy xh (0 with fix_gamma),
+//     dx = g invstd (dy - dbeta / M - xh dgamma_raw / M) with dgamma_raw = sum dy xh;
+//     in inference too: MXNet's CPU BatchNorm computes its inference-mode data gradient with this
+//     (training) formula and the moving statistics, and so does this one; only use_global_stats
+//     gives dx = dy g invstd (in either mode), as MXNet's.
 #pragma once
 #include <cstdint>
 
@@ -42,6 +54,14 @@ struct UpGeom {
   bool relu = false;
 };
 
+struct BNGeom {
+  int64_t B = 0, C = 0, hw = 0;
+  float eps = 1e-5f, momentum = 0.9f;
+  bool fix_gamma = false;
+  bool train = true;    // batch statistics (and moving-statistics update) or the moving ones
+  bool global_stats = false;  // use_global_stats: the moving statistics, and dx = dy g invstd
+};
+
 // ---------------------------------------------------------------- CPU (fuse_cpu.cc, OpenMP)
 // mean / gm may be null when with_mean is false. Outputs are written, never accumulated.
 void gate_forward_cpu(const GateGeom& g, const float* x, const float* y, const float* a,
@@ -56,6 +76,13 @@ void add_mean_backward_cpu(int64_t planes, int64_t hw, const float* gz, const fl
 void upadd_forward_cpu(const UpGeom& g, const float* big, const float* little, float* out);
 void upadd_backward_cpu(const UpGeom& g, const float* gout, const float* out, float* dbig,
                         float* dlittle);
+
+// mean / invstd (C each) receive the statistics used (batch or moving); in training the moving
+// mean / variance mm / mv are updated in place.
+void bn_forward_cpu(const BNGeom& g, const float* x, const float* gamma, const float* beta, float* mm,
+                    float* mv, float* out, float* mean, float* invstd);
+void bn_backward_cpu(const BNGeom& g, const float* gout, const float* x, const float* gamma,
+                     const float* mean, const float* invstd, float* dx, float* dgamma, float* dbeta);
 
 // The sigmoid both implementations use on the CPU (1 / (1 + e^-v) with a vectorisable e^x of
 // about 1 ulp); exposed for the harness.
@@ -78,5 +105,14 @@ int upadd_forward_gpu(const UpGeom& g, const float* big, const float* little, fl
                       void* stream);
 int upadd_backward_gpu(const UpGeom& g, const float* gout, const float* out, float* dbig,
                        float* dlittle, void* stream);
+// PlainBatchNorm on the GPU: `mode` is the operator's one-element mode input on the device
+// (inference where exactly 1), read by the kernels (no host synchronisation); g.train = false
+// (use_global_stats) forces the inference path.
+int bn_forward_gpu(const BNGeom& g, const float* mode, const float* x, const float* gamma,
+                   const float* beta, float* mm, float* mv, float* out, float* mean, float* invstd,
+                   void* stream);
+int bn_backward_gpu(const BNGeom& g, const float* mode, const float* gout, const float* x,
+                    const float* gamma, const float* mean, const float* invstd, float* dx,
+                    float* dgamma, float* dbeta, void* stream);
 
 }  // namespace fuse

@@ -3,6 +3,7 @@
 // widest set the CPU supports is used: the library is built with -march=x86-64-v2 so that one
 // build runs on every x86-64 machine, while these memory-bound loops (with a vectorised e^x in the
 // sigmoid) still use the full vector width where there is one. Planes run in parallel (OpenMP).
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -93,6 +94,16 @@ void upadd_forward_cpu(const UpGeom& g, const float* big, const float* little, f
 void upadd_backward_cpu(const UpGeom& g, const float* gout, const float* out, float* dbig,
                         float* dlittle) {
   FUSE_DISPATCH(upadd_backward, g, gout, out, dbig, dlittle);
+}
+
+void bn_forward_cpu(const BNGeom& g, const float* x, const float* gamma, const float* beta, float* mm,
+                    float* mv, float* out, float* mean, float* invstd) {
+  FUSE_DISPATCH(bn_forward, g, x, gamma, beta, mm, mv, out, mean, invstd);
+}
+
+void bn_backward_cpu(const BNGeom& g, const float* gout, const float* x, const float* gamma,
+                     const float* mean, const float* invstd, float* dx, float* dgamma, float* dbeta) {
+  FUSE_DISPATCH(bn_backward, g, gout, x, gamma, mean, invstd, dx, dgamma, dbeta);
 }
 
 float sigmoid_ref(float v) { return isa_base::sigmoid(v); }

@@ -1,8 +1,9 @@
 // GPU implementation of the fused element-wise operators (maths: fuse.h).
 //
 // Memory-bound kernels: one block of kThreads per plane (grid-stride over planes) wherever a plane
-// needs a reduction (the spatial means, the per-channel logit gradients, AddMean), with a fixed
-// shared-memory tree, so results are bitwise reproducible; plain grid-stride loops otherwise.
+// needs a reduction (the spatial means, the per-channel logit gradients, AddMean), one block per
+// channel for PlainBatchNorm, with a fixed shared-memory tree, so results are bitwise
+// reproducible; plain grid-stride loops otherwise.
 // UpsampleAdd's Big gradient is a gather over each cropped s x s block (no atomics).
 #include "fuse.h"
 
@@ -169,6 +170,81 @@ __global__ void upadd_bwd_big_kernel(UpGeom g, const float* __restrict__ go, con
   }
 }
 
+// ------------------------------------------------------------------------------ PlainBatchNorm
+// One block per channel (grid-stride over channels) for the statistics and the per-channel sums;
+// element-wise passes over the channel's B planes inside the same block.
+__device__ __forceinline__ bool bn_train(const BNGeom& g, const float* mode) { return g.train && mode[0] != 1.f; }
+
+__global__ void bn_fwd_kernel(BNGeom g, const float* __restrict__ mode, const float* __restrict__ x,
+                              const float* __restrict__ gamma, const float* __restrict__ beta,
+                              float* __restrict__ mm, float* __restrict__ mv, float* __restrict__ out,
+                              float* __restrict__ mean, float* __restrict__ invstd) {
+  __shared__ float buf[kThreads];
+  const bool train = bn_train(g, mode);
+  const int64_t n = g.hw, M = g.B * g.hw, stride = g.C * g.hw;
+  for (int64_t c = blockIdx.x; c < g.C; c += gridDim.x) {
+    float m, var;
+    if (train) {
+      float s = 0.f;
+      for (int64_t k = threadIdx.x; k < M; k += kThreads) s += x[(k / n) * stride + c * n + k % n];
+      m = block_sum(s, buf) / float(M);
+      float v = 0.f;
+      for (int64_t k = threadIdx.x; k < M; k += kThreads) {
+        const float d = x[(k / n) * stride + c * n + k % n] - m;
+        v += d * d;
+      }
+      var = block_sum(v, buf) / float(M);
+    } else {
+      m = mm[c];
+      var = mv[c];
+    }
+    const float is = 1.f / sqrtf(var + g.eps);
+    const float kk = (g.fix_gamma ? 1.f : gamma[c]) * is;
+    for (int64_t k = threadIdx.x; k < M; k += kThreads) {
+      const int64_t q = (k / n) * stride + c * n + k % n;
+      out[q] = (x[q] - m) * kk + beta[c];
+    }
+    if (threadIdx.x == 0) {
+      mean[c] = m;
+      invstd[c] = is;
+      if (train) {
+        mm[c] = mm[c] * g.momentum + m * (1.f - g.momentum);
+        mv[c] = mv[c] * g.momentum + var * (1.f - g.momentum);
+      }
+    }
+  }
+}
+
+__global__ void bn_bwd_kernel(BNGeom g, const float* __restrict__ mode, const float* __restrict__ go,
+                              const float* __restrict__ x, const float* __restrict__ gamma,
+                              const float* __restrict__ mean, const float* __restrict__ invstd,
+                              float* __restrict__ dx, float* __restrict__ dgamma, float* __restrict__ dbeta) {
+  __shared__ float buf[kThreads];
+  const int64_t n = g.hw, M = g.B * g.hw, stride = g.C * g.hw;
+  for (int64_t c = blockIdx.x; c < g.C; c += gridDim.x) {
+    const float m = mean[c], is = invstd[c];
+    float a = 0.f, b = 0.f;
+    for (int64_t k = threadIdx.x; k < M; k += kThreads) {
+      const int64_t q = (k / n) * stride + c * n + k % n;
+      a += go[q];
+      b += go[q] * (x[q] - m);
+    }
+    const float sdy = block_sum(a, buf), sdyx = block_sum(b, buf);
+    const float kk = (g.fix_gamma ? 1.f : gamma[c]) * is;
+    // the training formula in inference too (MXNet's CPU BatchNorm); use_global_stats: k dy
+    const float ma = g.global_stats ? 0.f : sdy / float(M);
+    const float mb = g.global_stats ? 0.f : sdyx / float(M) * is * is;
+    for (int64_t k = threadIdx.x; k < M; k += kThreads) {
+      const int64_t q = (k / n) * stride + c * n + k % n;
+      dx[q] = kk * (go[q] - ma - (x[q] - m) * mb);
+    }
+    if (threadIdx.x == 0) {
+      dbeta[c] = sdy;
+      dgamma[c] = g.fix_gamma ? 0.f : sdyx * is;
+    }
+  }
+}
+
 int finish() { return int(cudaGetLastError()); }
 
 }  // namespace
@@ -218,6 +294,22 @@ int upadd_backward_gpu(const UpGeom& g, const float* gout, const float* out, flo
               out, dlittle);
   FUSE_LAUNCH(upadd_bwd_big_kernel, flat_grid(g.planes * int64_t(g.h) * g.w), dim3(kThreads), st, g, gout, out,
               dbig);
+  return finish();
+}
+
+int bn_forward_gpu(const BNGeom& g, const float* mode, const float* x, const float* gamma, const float* beta,
+                   float* mm, float* mv, float* out, float* mean, float* invstd, void* stream) {
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  FUSE_LAUNCH(bn_fwd_kernel, plane_grid(g.C), dim3(kThreads), st, g, mode, x, gamma, beta, mm, mv, out, mean,
+              invstd);
+  return finish();
+}
+
+int bn_backward_gpu(const BNGeom& g, const float* mode, const float* gout, const float* x, const float* gamma,
+                    const float* mean, const float* invstd, float* dx, float* dgamma, float* dbeta, void* stream) {
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  FUSE_LAUNCH(bn_bwd_kernel, plane_grid(g.C), dim3(kThreads), st, g, mode, gout, x, gamma, mean, invstd, dx,
+              dgamma, dbeta);
   return finish();
 }
 

@@ -1,8 +1,9 @@
 // Harness part for the fused element-wise operators (fuse.h): the GPU kernels (fuse_gpu.cu) and
 // the CPU kernels (fuse_cpu.cc) against an independent double-precision reference written with
 // plain loops here, on fixed and random shapes covering every variant (full / per-channel logits,
-// spatial mean, scale; AddMean; UpsampleAdd with factors 1-3, crops of 0..s-1 and larger, ReLU),
-// plus bitwise run-to-run determinism of the GPU results. Called by fbop_harness.cu's main (host
+// spatial mean, scale; AddMean; UpsampleAdd with factors 1-3, crops of 0..s-1 and larger, ReLU;
+// PlainBatchNorm in training and inference, use_global_stats, fix_gamma), plus bitwise run-to-run
+// determinism of the GPU results. Called by fbop_harness.cu's main (host
 // code only; runs under the CUDA emulator too).
 #include "fuse.h"
 
@@ -245,6 +246,90 @@ void upadd_case(Report& R, std::mt19937& rng, int B, int C, int h, int w, int H,
                 {"cpu dbig", rel_err(cdb, dbig)}, {"cpu dlittle", rel_err(cdl, dl)}}, tol, det);
 }
 
+// ------------------------------------------------------------------------------ PlainBatchNorm
+void bn_case(Report& R, std::mt19937& rng, int B, int C, int H, int W, bool train, bool global_stats, bool fix_gamma,
+             double tol) {
+  fuse::BNGeom g;
+  g.B = B; g.C = C; g.hw = int64_t(H) * W; g.eps = 1e-3f; g.momentum = 0.8f; g.fix_gamma = fix_gamma;
+  g.train = !global_stats;
+  g.global_stats = global_stats;
+  const size_t N = size_t(B) * C * H * W;
+  Vec x = rnd(rng, N, -3.f, 5.f);
+  const Vec gy = rnd(rng, N), gamma = rnd(rng, C, -1.5f, 1.5f), beta = rnd(rng, C), mm0 = rnd(rng, C, -1.f, 1.f),
+            mv0 = rnd(rng, C, 0.5f, 2.f), mode = {train ? 0.f : 1.f};
+  const bool batch = train && !global_stats;
+  // reference (double)
+  const int64_t M = int64_t(B) * g.hw;
+  DVec out(N), mean(C), invstd(C), mm(C), mv(C), dx(N), dg(C), db(C);
+  for (int c = 0; c < C; ++c) {
+    double m = 0, v = 0;
+    for (int b = 0; b < B; ++b)
+      for (int64_t i = 0; i < g.hw; ++i) m += x[(size_t(b) * C + c) * g.hw + i];
+    m /= double(M);
+    for (int b = 0; b < B; ++b)
+      for (int64_t i = 0; i < g.hw; ++i) v += std::pow(x[(size_t(b) * C + c) * g.hw + i] - m, 2);
+    v /= double(M);
+    mm[c] = batch ? mm0[c] * 0.8 + m * 0.2 : mm0[c];
+    mv[c] = batch ? mv0[c] * 0.8 + v * 0.2 : mv0[c];
+    const double mu = batch ? m : mm0[c], var = batch ? v : mv0[c], is = 1.0 / std::sqrt(var + double(g.eps));
+    const double k = (fix_gamma ? 1.0 : gamma[c]) * is;
+    mean[c] = mu;
+    invstd[c] = is;
+    double sdy = 0, sdyx = 0;
+    for (int b = 0; b < B; ++b)
+      for (int64_t i = 0; i < g.hw; ++i) {
+        const size_t q = (size_t(b) * C + c) * g.hw + i;
+        out[q] = (x[q] - mu) * k + beta[c];
+        sdy += gy[q];
+        sdyx += gy[q] * (x[q] - mu) * is;
+      }
+    db[c] = sdy;
+    dg[c] = fix_gamma ? 0.0 : sdyx;
+    for (int b = 0; b < B; ++b)
+      for (int64_t i = 0; i < g.hw; ++i) {
+        const size_t q = (size_t(b) * C + c) * g.hw + i;
+        dx[q] = global_stats ? gy[q] * k : k * (gy[q] - sdy / M - (x[q] - mu) * is * sdyx / M);
+      }
+  }
+  // CPU
+  fuse::BNGeom gc = g;
+  gc.train = batch;
+  Vec cmm = mm0, cmv = mv0, co(N), cmean(C), cis(C), cdx(N), cdg(C), cdb(C);
+  fuse::bn_forward_cpu(gc, x.data(), gamma.data(), beta.data(), cmm.data(), cmv.data(), co.data(), cmean.data(),
+                       cis.data());
+  fuse::bn_backward_cpu(gc, gy.data(), x.data(), gamma.data(), cmean.data(), cis.data(), cdx.data(), cdg.data(),
+                        cdb.data());
+  // GPU (twice from the same moving statistics, for determinism)
+  std::vector<Vec> runs[8];
+  for (int r = 0; r < 2; ++r) {
+    Buf X(x), GY(gy), GA(gamma), BE(beta), MM(mm0), MV(mv0), MO(mode), O(N), ME(C), IS(C), DX(N), DG(C), DB(C);
+    int rc = fuse::bn_forward_gpu(g, MO.p, X.p, GA.p, BE.p, MM.p, MV.p, O.p, ME.p, IS.p, nullptr);
+    rc |= fuse::bn_backward_gpu(g, MO.p, GY.p, X.p, GA.p, ME.p, IS.p, DX.p, DG.p, DB.p, nullptr);
+    FCK(cudaDeviceSynchronize());
+    if (rc) {
+      std::printf("FAIL fuse PlainBatchNorm: CUDA error %d\n", rc);
+      R.failed++;
+      return;
+    }
+    runs[0].push_back(O.get()); runs[1].push_back(ME.get()); runs[2].push_back(IS.get());
+    runs[3].push_back(MM.get()); runs[4].push_back(MV.get()); runs[5].push_back(DX.get());
+    runs[6].push_back(DG.get()); runs[7].push_back(DB.get());
+  }
+  bool det = true;
+  for (auto& rr : runs) det = det && std::memcmp(rr[0].data(), rr[1].data(), rr[0].size() * sizeof(float)) == 0;
+  char what[160];
+  std::snprintf(what, sizeof what, "PlainBatchNorm B%d C%d %dx%d %s%s%s", B, C, H, W, train ? "train" : "infer",
+                global_stats ? " use_global_stats" : "", fix_gamma ? " fix_gamma" : "");
+  R.line(what, {{"gpu out", rel_err(runs[0][0], out)}, {"gpu mean", rel_err(runs[1][0], mean)},
+                {"gpu invstd", rel_err(runs[2][0], invstd)}, {"gpu moving_mean", rel_err(runs[3][0], mm)},
+                {"gpu moving_var", rel_err(runs[4][0], mv)}, {"gpu dx", rel_err(runs[5][0], dx)},
+                {"gpu dgamma", rel_err(runs[6][0], dg)}, {"gpu dbeta", rel_err(runs[7][0], db)},
+                {"cpu out", rel_err(co, out)}, {"cpu mean", rel_err(cmean, mean)}, {"cpu invstd", rel_err(cis, invstd)},
+                {"cpu moving_mean", rel_err(cmm, mm)}, {"cpu moving_var", rel_err(cmv, mv)},
+                {"cpu dx", rel_err(cdx, dx)}, {"cpu dgamma", rel_err(cdg, dg)}, {"cpu dbeta", rel_err(cdb, db)}},
+         tol, det);
+}
+
 // GPU time of forward + backward (median of reps) and the bytes they move.
 template <class F>
 void time_gpu(const char* name, double bytes, int reps, F run) {
@@ -324,6 +409,14 @@ void fuse_harness_run(unsigned seed, double tol, bool do_bench, int reps, int* p
   upadd_case(R, rng, 1, 3, 3, 4, 7, 12, 3, false, tol);
   upadd_case(R, rng, 2, 2, 5, 6, 3, 4, 2, true, tol);
   upadd_case(R, rng, 1, 1, 1, 1, 1, 2, 2, true, tol);
+  // PlainBatchNorm: training, inference (MXNet's training-formula data gradient), use_global_stats,
+  // fix_gamma, a channel larger than a GPU block (2 x 17 x 19 = 646 values)
+  bn_case(R, rng, 3, 4, 5, 6, true, false, false, tol);
+  bn_case(R, rng, 3, 4, 5, 6, false, false, false, tol);
+  bn_case(R, rng, 2, 3, 4, 4, true, true, false, tol);
+  bn_case(R, rng, 2, 3, 4, 4, true, false, true, tol);
+  bn_case(R, rng, 2, 5, 17, 19, true, false, false, tol);
+  bn_case(R, rng, 1, 2, 1, 1, false, true, true, tol);
   if (do_bench) bench(reps);
   *passed += R.passed;
   *failed += R.failed;

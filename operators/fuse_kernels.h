@@ -257,3 +257,101 @@ static void upadd_backward(const UpGeom& g, const float* go, const float* out, f
   if (g.relu) upadd_backward_t<true>(g, go, out, dbig, dlittle);
   else upadd_backward_t<false>(g, go, out, dbig, dlittle);
 }
+
+// ------------------------------------------------------------------------------ PlainBatchNorm
+// Channels run in parallel; each channel's B planes (contiguous H x W runs) are reduced with float
+// vector sums per plane, accumulated across planes in double; the variance is a second pass around
+// the mean (no E[x^2] - mean^2 cancellation).
+static float plane_sum(int64_t n, const float* __restrict x) {
+  float s = 0.f;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < n; ++i) s += x[i];
+  return s;
+}
+
+static float plane_sq_dev(int64_t n, const float* __restrict x, float m) {
+  float s = 0.f;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < n; ++i) {
+    const float d = x[i] - m;
+    s += d * d;
+  }
+  return s;
+}
+
+static void plane_affine(int64_t n, const float* __restrict x, float m, float k, float b, float* __restrict o) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) o[i] = (x[i] - m) * k + b;
+}
+
+static void bn_forward(const BNGeom& g, const float* x, const float* gamma, const float* beta, float* mm,
+                       float* mv, float* out, float* mean, float* invstd) {
+  const int64_t n = g.hw, M = g.B * g.hw, stride = g.C * g.hw;
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < g.C; ++c) {
+    float m, var;
+    if (g.train) {
+      double s = 0.0;
+      for (int64_t b = 0; b < g.B; ++b) s += plane_sum(n, x + b * stride + c * n);
+      m = float(s / double(M));
+      double v = 0.0;
+      for (int64_t b = 0; b < g.B; ++b) v += plane_sq_dev(n, x + b * stride + c * n, m);
+      var = float(v / double(M));
+      mm[c] = mm[c] * g.momentum + m * (1.f - g.momentum);
+      mv[c] = mv[c] * g.momentum + var * (1.f - g.momentum);
+    } else {
+      m = mm[c];
+      var = mv[c];
+    }
+    const float is = 1.f / std::sqrt(var + g.eps);
+    mean[c] = m;
+    invstd[c] = is;
+    const float k = (g.fix_gamma ? 1.f : gamma[c]) * is;
+    for (int64_t b = 0; b < g.B; ++b)
+      plane_affine(n, x + b * stride + c * n, m, k, beta[c], out + b * stride + c * n);
+  }
+}
+
+static void plane_dy_sums(int64_t n, const float* __restrict dy, const float* __restrict x, float m,
+                          float* sdy, float* sdyx) {
+  float a = 0.f, b = 0.f;
+#pragma omp simd reduction(+ : a, b)
+  for (int64_t i = 0; i < n; ++i) {
+    a += dy[i];
+    b += dy[i] * (x[i] - m);
+  }
+  *sdy = a;
+  *sdyx = b;
+}
+
+static void plane_bn_dx(int64_t n, const float* __restrict dy, const float* __restrict x, float m, float k,
+                        float a, float bb, float* __restrict dx) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) dx[i] = k * (dy[i] - a - (x[i] - m) * bb);
+}
+
+static void bn_backward(const BNGeom& g, const float* go, const float* x, const float* gamma, const float* mean,
+                        const float* invstd, float* dx, float* dgamma, float* dbeta) {
+  const int64_t n = g.hw, M = g.B * g.hw, stride = g.C * g.hw;
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < g.C; ++c) {
+    const float m = mean[c], is = invstd[c];
+    double s1 = 0.0, s2 = 0.0;
+    for (int64_t b = 0; b < g.B; ++b) {
+      float a, bsum;
+      plane_dy_sums(n, go + b * stride + c * n, x + b * stride + c * n, m, &a, &bsum);
+      s1 += a;
+      s2 += bsum;
+    }
+    const float sdy = float(s1), sdyx = float(s2);
+    dbeta[c] = sdy;
+    dgamma[c] = g.fix_gamma ? 0.f : sdyx * is;
+    const float k = (g.fix_gamma ? 1.f : gamma[c]) * is;
+    // dx = k (dy - mean(dy) - xh mean(dy xh)), with the moving statistics in inference too (MXNet's);
+    // use_global_stats: dx = k dy
+    const float a = g.global_stats ? 0.f : float(s1 / double(M));
+    const float bb = g.global_stats ? 0.f : float(s2 / double(M)) * is * is;
+    for (int64_t b = 0; b < g.B; ++b)
+      plane_bn_dx(n, go + b * stride + c * n, x + b * stride + c * n, m, k, a, bb, dx + b * stride + c * n);
+  }
+}

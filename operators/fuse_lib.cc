@@ -6,12 +6,20 @@
 //   AddMean(x, y) -> z, mean                 z = x + y, mean = its (B,C,1,1) mean over H x W
 //   UpsampleAdd(big, little; scale=2, relu=False) -> out
 //       out = [ReLU](little + nearest_upsample(big, scale) cropped to little's H x W)
+//   PlainBatchNorm(data, gamma, beta, moving_mean, moving_var, mode; eps=1e-5, momentum=0.9,
+//                  fix_gamma=False, use_global_stats=False) -> out, mean, invstd
+//       MXNet's BatchNorm (axis 1) for plain-layout inputs; moving_mean / moving_var are mutable
+//       (auxiliary) inputs, updated in the training forward. lib_api gives operators no
+//       train/inference flag: `mode` is a one-element input that is exactly 1 in inference (MXNet's
+//       Dropout on ones(1), built by mxrepro.models.fused; 0 or 2 in training). mean / invstd are
+//       the statistics used (batch or moving), for the backward.
 //
 // Stateless operators (forward and backward per context). Every input and output is float32 and
 // 4-D (NCHW, contiguous); shapes are checked at shape inference and again at run time, and every
 // error names the operator.
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <sstream>
 #include <string>
 #include <unordered_map>
@@ -73,6 +81,13 @@ struct UpParams {
   bool relu = false;
 };
 
+struct BNParams {
+  float eps = 1e-5f;
+  float momentum = 0.9f;
+  bool fix_gamma = false;
+  bool use_global_stats = false;
+};
+
 bool internal(const std::string& k) { return k.rfind("__", 0) == 0; }  // __profiler_scope__ ...
 
 bool parse(const Attrs& attrs, const char* op, GateParams* P) {
@@ -115,6 +130,40 @@ bool parse(const Attrs& attrs, const char* op, UpParams* P) {
     if (!ok) {
       MX_ERROR_MSG << op << ": cannot parse attribute " << kv.first << "='" << kv.second
                    << "' (scale: an integer; relu: True or False)";
+      return false;
+    }
+  }
+  return true;
+}
+
+bool parse(const Attrs& attrs, const char* op, BNParams* P) {
+  for (const auto& kv : attrs) {
+    if (internal(kv.first)) continue;
+    bool ok;
+    if (kv.first == "eps") {
+      ok = parse_float(kv.second, &P->eps);
+      if (ok && !(P->eps > 0.f)) {
+        MX_ERROR_MSG << op << ": eps must be > 0, got " << kv.second;
+        return false;
+      }
+    } else if (kv.first == "momentum") {
+      ok = parse_float(kv.second, &P->momentum);
+      if (ok && !(P->momentum >= 0.f && P->momentum <= 1.f)) {
+        MX_ERROR_MSG << op << ": momentum must be in [0, 1], got " << kv.second;
+        return false;
+      }
+    } else if (kv.first == "fix_gamma") {
+      ok = parse_bool(kv.second, &P->fix_gamma);
+    } else if (kv.first == "use_global_stats") {
+      ok = parse_bool(kv.second, &P->use_global_stats);
+    } else {
+      MX_ERROR_MSG << op << ": unknown attribute '" << kv.first
+                   << "' (known: eps, momentum, fix_gamma, use_global_stats)";
+      return false;
+    }
+    if (!ok) {
+      MX_ERROR_MSG << op << ": cannot parse attribute " << kv.first << "='" << kv.second
+                   << "' (eps, momentum: numbers; fix_gamma, use_global_stats: True or False)";
       return false;
     }
   }
@@ -223,6 +272,33 @@ bool up_geom(const char* op, const UpParams& P, const std::vector<Shape>& in, fu
   return true;
 }
 
+const char* kBNInputs[] = {"data", "gamma", "beta", "moving_mean", "moving_var", "mode"};
+
+// PlainBatchNorm: data 4-D; gamma, beta, moving_mean, moving_var (C,); mode (1,).
+bool bn_geom(const char* op, const BNParams& P, const std::vector<Shape>& in, fuse::BNGeom* g) {
+  if (!check_4d(op, "data", in[0])) return false;
+  const Shape chan = {in[0][1]};
+  for (int i = 1; i < 5; ++i)
+    if (in[i] != chan) {
+      MX_ERROR_MSG << op << ": input '" << kBNInputs[i] << "' has shape " << str(in[i]) << " but data "
+                   << str(in[0]) << " has " << in[0][1] << " channels (axis 1): it must be " << str(chan);
+      return false;
+    }
+  if (in[5] != Shape{1}) {
+    MX_ERROR_MSG << op << ": input 'mode' must have shape (1,), got " << str(in[5]);
+    return false;
+  }
+  g->B = in[0][0];
+  g->C = in[0][1];
+  g->hw = in[0][2] * in[0][3];
+  g->eps = P.eps;
+  g->momentum = P.momentum;
+  g->fix_gamma = P.fix_gamma;
+  g->train = !P.use_global_stats;
+  g->global_stats = P.use_global_stats;
+  return true;
+}
+
 // ------------------------------------------------------------------------------ per-op traits
 struct GateOp {
   using Params = GateParams;
@@ -265,6 +341,13 @@ struct UpOp {
     *out = {in[1]};
     return true;
   }
+};
+
+struct BNOp {
+  using Params = BNParams;
+  static int num_in(const Params&) { return 6; }
+  static int num_out(const Params&) { return 3; }
+  static const char* input_name(int i) { return kBNInputs[i]; }
 };
 
 // ------------------------------------------------------------------------------ generic callbacks
@@ -311,6 +394,12 @@ MXReturnValue inferShape(const Attrs& attrs, std::vector<std::vector<unsigned in
   for (size_t i = 0; i < out.size(); ++i) (*out_shapes)[i].assign(out[i].begin(), out[i].end());
   return MX_SUCCESS;
 }
+
+// PlainBatchNorm: the parameter shapes follow from data (deferred initialisation), as BatchNorm's.
+MXReturnValue bnInferShape(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in_shapes,
+                           std::vector<std::vector<unsigned int>>* out_shapes);
+
+MXReturnValue bnMutateInputs(const Attrs& attrs, std::vector<int>* input_indices);
 
 bool check_float(const char* op, const std::vector<MXTensor>& t, const char* what) {
   for (const auto& x : t)
@@ -481,3 +570,97 @@ REGISTER_OP(UpsampleAdd)
     .setInferShape(inferShape<UpOp, kUp>)
     .setForward(upForward, "cpu")
     .setBackward(upBackward, "cpu") FUSE_REGISTER_GPU(upForward, upBackward);
+
+namespace {
+
+char kBN[] = "PlainBatchNorm";
+
+bool known(const std::vector<unsigned int>& s) {
+  if (s.empty()) return false;
+  for (unsigned d : s)
+    if (d == 0 || d == kUnknownDim) return false;
+  return true;
+}
+
+MXReturnValue bnInferShape(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in_shapes,
+                           std::vector<std::vector<unsigned int>>* out_shapes) {
+  BNParams P;
+  if (!parse(attrs, kBN, &P)) return MX_FAIL;
+  auto& in = *in_shapes;
+  if (!known(in[0])) return MX_SUCCESS;  // data not known yet (partial inference)
+  if (in[0].size() != 4) {
+    MX_ERROR_MSG << kBN << ": input 'data' must be 4-D (batch, channel, height, width), got " << in[0].size() << "-D";
+    return MX_FAIL;
+  }
+  const unsigned C = in[0][1];
+  for (int i = 1; i < 5; ++i)
+    if (!known(in[i])) in[i] = {C};
+  if (!known(in[5])) in[5] = {1};
+  std::vector<Shape> sh;
+  for (const auto& s : in) sh.emplace_back(s.begin(), s.end());
+  fuse::BNGeom g;
+  if (!bn_geom(kBN, P, sh, &g)) return MX_FAIL;
+  (*out_shapes)[0] = in[0];
+  (*out_shapes)[1] = {C};
+  (*out_shapes)[2] = {C};
+  return MX_SUCCESS;
+}
+
+MXReturnValue bnMutateInputs(const Attrs& attrs, std::vector<int>* input_indices) {
+  input_indices->push_back(3);  // moving_mean
+  input_indices->push_back(4);  // moving_var
+  return MX_SUCCESS;
+}
+
+// inputs: data, gamma, beta, moving_mean, moving_var, mode; outputs: out, mean, invstd
+MXReturnValue bnForward(const Attrs& attrs, std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
+                        const OpResource& res) {
+  BNParams P;
+  if (!parse(attrs, kBN, &P)) return MX_FAIL;
+  auto& in = *inputs;
+  auto& out = *outputs;
+  fuse::BNGeom g;
+  if (!check_float(kBN, in, "inputs") || !bn_geom(kBN, P, shapes_of(in, 0, 6), &g)) return MX_FAIL;
+  if (on_gpu(in))
+    FUSE_GPU_CALL(kBN, fuse::bn_forward_gpu(g, f(in[5]), f(in[0]), f(in[1]), f(in[2]), f(in[3]), f(in[4]),
+                                            f(out[0]), f(out[1]), f(out[2]), res.get_cuda_stream()));
+  g.train = g.train && f(in[5])[0] != 1.f;
+  fuse::bn_forward_cpu(g, f(in[0]), f(in[1]), f(in[2]), f(in[3]), f(in[4]), f(out[0]), f(out[1]), f(out[2]));
+  return MX_SUCCESS;
+}
+
+// inputs: g_out, g_mean, g_invstd, data, gamma, beta, moving_mean, moving_var, mode, out, mean, invstd;
+// outputs: ddata, dgamma, dbeta, and the gradient slots of moving_mean, moving_var and mode, left
+// unwritten: the first two are auxiliary states and mode a constant behind BlockGrad; nothing reads
+// them.
+MXReturnValue bnBackward(const Attrs& attrs, std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
+                         const OpResource& res) {
+  BNParams P;
+  if (!parse(attrs, kBN, &P)) return MX_FAIL;
+  auto& in = *inputs;
+  auto& out = *outputs;
+  fuse::BNGeom g;
+  if (!check_float(kBN, in, "inputs") || !bn_geom(kBN, P, shapes_of(in, 3, 6), &g)) return MX_FAIL;
+  if (on_gpu(in)) {
+#ifdef FBOP_WITH_CUDA
+    cudaStream_t st = static_cast<cudaStream_t>(res.get_cuda_stream());
+    return cuda_result(kBN, fuse::bn_backward_gpu(g, f(in[8]), f(in[0]), f(in[3]), f(in[4]), f(in[10]),
+                                                  f(in[11]), f(out[0]), f(out[1]), f(out[2]), st));
+#else
+    FUSE_GPU_CALL(kBN, 0);
+#endif
+  }
+  g.train = g.train && f(in[8])[0] != 1.f;
+  fuse::bn_backward_cpu(g, f(in[0]), f(in[3]), f(in[4]), f(in[10]), f(in[11]), f(out[0]), f(out[1]), f(out[2]));
+  return MX_SUCCESS;
+}
+
+}  // namespace
+
+REGISTER_OP(PlainBatchNorm)
+    .setParseAttrs(parseAttrs<BNOp, kBN>)
+    .setInferType(inferType<BNOp, kBN>)
+    .setInferShape(bnInferShape)
+    .setMutateInputs(bnMutateInputs)
+    .setForward(bnForward, "cpu")
+    .setBackward(bnBackward, "cpu") FUSE_REGISTER_GPU(bnForward, bnBackward);

@@ -1,7 +1,8 @@
 """The switch for the fused element-wise operators of the operator library (operators/fuse_*.cc,
 docs/operators.md): ``AFFGate`` and ``AddMean`` in the AFF / iAFF fusions, ``UpsampleAdd`` in the
-bL-Net merge. Each replaces a chain of MXNet's generic element-wise operators (and their backward)
-with one pass over the data computing the same values; parameters and their names are unchanged.
+bL-Net merge, ``PlainBatchNorm`` for the BatchNorm that reads a fusion's output. Each replaces a chain
+of MXNet's generic element-wise operators (and their backward), or a slow path of MXNet's, with one
+pass over the data computing the same values; parameters and their names are unchanged.
 
 A block decides at construction whether it uses them (``enabled()``), so one process can build
 both variants, e.g. to time them against each other::
@@ -20,9 +21,12 @@ import os
 
 import numpy as np
 
-__all__ = ["enabled", "available", "fused_ops", "FusedMixin", "plain", "select", "iterative_select"]
+from mxnet.gluon import nn
 
-OPS = ("AFFGate", "AddMean", "UpsampleAdd")
+__all__ = ["enabled", "available", "fused_ops", "FusedMixin", "plain", "select", "iterative_select",
+           "PlainBatchNorm", "mode_probe"]
+
+OPS = ("AFFGate", "AddMean", "UpsampleAdd", "PlainBatchNorm")
 
 _state = {"on": os.environ.get("MXREPRO_FUSED", "1").strip().lower() not in ("0", "false", "no", "off")}
 
@@ -59,7 +63,9 @@ def fused_ops(on=True):
 
 class FusedMixin:
     """``self._fused`` set at construction from :func:`enabled`; casting to a dtype other than
-    float32 switches it off (the fused operators are float32 only)."""
+    float32 switches it off (the fused operators are float32 only). For a fusion block it also
+    tells the host that the output comes from a fused operator, i.e. in the plain layout (the CIFAR
+    pre-activation host then reads it with a :class:`PlainBatchNorm`)."""
 
     def _init_fused(self):
         self._fused = enabled()
@@ -110,3 +116,43 @@ def iterative_select(F, att1, att2, x, residual):
         xi, xi_mean = F.AFFGate(xp, rp, a, b, scale=1.0, spatial_mean=True)
     a, b = (plain(F, t) for t in att2.logits(F, xi, xi_mean))
     return F.AFFGate(xp, rp, a, b, scale=1.0)
+
+
+def mode_probe(F, like):
+    """A one-element array that is exactly 1 in inference and 0 or 2 in training.
+
+    lib_api operators get no train/inference flag; MXNet's own ``Dropout`` knows the mode (as for
+    the FB operators' DropFactor mask, mxrepro/ops.py): on ``ones(1)`` with p = 0.5 it is the identity
+    in inference and gives 0 or 2 in training. It draws one random number per call in training,
+    from MXNet's generator; cut off from the gradient. ``like`` fixes context and dtype."""
+    one = F.ones_like(F.slice_axis(like, axis=0, begin=0, end=1))
+    return F.BlockGrad(F.Dropout(one, p=0.5))
+
+
+class PlainBatchNorm(FusedMixin, nn.BatchNorm):
+    """``nn.BatchNorm`` (same parameters, names and maths) computed by the ``PlainBatchNorm``
+    operator: for a BatchNorm whose input comes from a fused operator, i.e. is in the plain layout,
+    on which oneDNN's BatchNorm is about 6x slower forward and 2x backward than on its blocked
+    layout (CIFAR stage 1, training). Falls back to MXNet's BatchNorm when the fused operators are
+    off, for dtypes other than float32 and for axes other than 1.
+
+    One difference: MXNet updates the moving statistics in the backward pass on the CPU, this
+    operator in the training forward (as MXNet does on GPUs). After a training step (forward +
+    backward) they are the same; a training-mode forward without backward updates them here only."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_fused()
+        if self._kwargs.get("axis", 1) != 1:
+            self._fused = False
+
+    def _alias(self):  # auto-naming as nn.BatchNorm: the same parameter names ("batchnorm0_gamma")
+        return "batchnorm"
+
+    def hybrid_forward(self, F, x, gamma, beta, running_mean, running_var):
+        if not self._fused:
+            return super().hybrid_forward(F, x, gamma, beta, running_mean, running_var)
+        k = self._kwargs
+        return F.PlainBatchNorm(x, gamma, beta, running_mean, running_var, mode_probe(F, gamma), eps=k["eps"],
+                                momentum=k["momentum"], fix_gamma=k["fix_gamma"],
+                                use_global_stats=k["use_global_stats"])[0]

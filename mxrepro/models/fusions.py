@@ -149,9 +149,10 @@ class _SelectFuse(FusedMixin, HybridBlock):
         with self.name_scope():
             self.att = MSCAMWeights(channels, r, self.branches, bottleneck=bottleneck, prefix="att_")
         self._init_fused()
+        self._fused = self._fused and len(self.att.kinds) == 2
 
     def hybrid_forward(self, F, x, residual):
-        if self._fused and len(self.att.kinds) == 2:
+        if self._fused:
             return fused.select(F, self.att, x, residual, self.scale)
         out = _select(F, x, residual, self.att(x + residual))
         return out * self.scale if self.scale != 1.0 else out
