@@ -4,7 +4,8 @@
 // all three DropFactor scale modes with random masks, training and inference. Also checks the
 // device-side scale resolution (bit-exact against an independent host version), bitwise
 // run-to-run determinism, and that a too-small workspace is refused; then times forward+backward
-// on two classifier heads. No MXNet runtime is needed.
+// on two classifier heads. The fused element-wise operators (fuse.h) are checked and timed too
+// (fuse_harness.cu; skipped with --only). No MXNet runtime is needed.
 //
 //   build/fbop_harness [--cases N] [--seed S] [--tol T] [--no-bench] [--reps R] [--only ID]
 // Prints one line per case and a final "N passed, N failed" line; exits 1 on any failure.
@@ -361,6 +362,9 @@ void bench(const char* name, int B, int C, int HW, int N, int F, int reps) {
 
 }  // namespace
 
+// The fused element-wise operators' cases (fuse_harness.cu).
+void fuse_harness_run(unsigned seed, double tol, bool do_bench, int reps, int* passed, int* failed);
+
 int main(int argc, char** argv) {
   int ncases = 60, reps = 20, only = -1;
   unsigned seed = 2017;
@@ -432,6 +436,7 @@ int main(int argc, char** argv) {
     if (run_case(int(i), cases[i], tol, i == 0)) ++passed;
     else ++failed;
   }
+  if (only < 0) fuse_harness_run(seed, tol, do_bench, reps, &passed, &failed);
   if (do_bench) {
     bench("cifar", 128, 256, 8, 100, 20, reps);
     bench("imagenet", 32, 512, 7, 1000, 50, reps);

@@ -4,11 +4,15 @@
 The paper's point (docs/reference/blnet.md §2.1) is that the ~30% fewer multiply-adds (2.86 G vs 4.09 G, ratio 0.70)
 show up as speed. This prints images/s of both (hybridized, static memory), the measured time ratio
 and the multiply-add ratio side by side. Rounds alternate between the models so that machine noise
-hits both alike; the median round is reported.
+hits both alike; the median round is reported, with the CPU's vector extensions.
+
+The bL networks merge Big and Little with the fused ``UpsampleAdd`` operator (mxrepro.models.fused);
+``--fused both`` (the default) also times them with MXNet's UpSampling + slice_like + add + ReLU
+("unfused" rows) in the same process, so the ratios before and after come from one run.
 
     python tools/bench_blnet.py                        # inference, batch 8, 224x224
     python tools/bench_blnet.py --mode train --batch-size 16
-    python tools/bench_blnet.py --models resnet50_v1b bl_resnet50 bl_resnet50_a4_b4
+    python tools/bench_blnet.py --models resnet50_v1b bl_resnet50 bl_resnet50_a4_b4 --fused on
 """
 import argparse
 import os
@@ -23,11 +27,13 @@ from mxnet import autograd, gluon  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from mxrepro.flops import macs_of_model  # noqa: E402
-from mxrepro.models import get_model  # noqa: E402
+from mxrepro.models import fused, get_model  # noqa: E402
+from mxrepro.sysinfo import cpu_summary  # noqa: E402
 
 
-def build(name, size, batch, ctx, mode):
-    net = get_model(name)
+def build(name, size, batch, ctx, mode, use_fused=True):
+    with fused.fused_ops(use_fused):
+        net = get_model(name)
     net.initialize(ctx=ctx)
     net.hybridize(static_alloc=True, static_shape=True)
     x = mx.nd.random.uniform(shape=(batch, 3, size, size), ctx=ctx)
@@ -58,34 +64,44 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=5, help="timed rounds per model (alternating)")
     p.add_argument("--iters", type=int, default=3, help="batches per round")
     p.add_argument("--warmup", type=int, default=2, help="untimed batches per model first")
+    p.add_argument("--fused", choices=("on", "off", "both"), default="both",
+                   help="bL networks with the fused merge, with MXNet's own operators, or both (one row each)")
     args = p.parse_args(argv)
 
     ctx = mx.cpu()
-    print("CPU benchmark: %s, batch %d, %dx%d, OMP_NUM_THREADS=%s, %d rounds x %d batches"
+    print("CPU benchmark: %s, batch %d, %dx%d, OMP_NUM_THREADS=%s, %d rounds x %d batches, load average %.1f"
           % (args.mode, args.batch_size, args.size, args.size, os.environ.get("OMP_NUM_THREADS"), args.rounds,
-             args.iters))
-    steps, macs = {}, {}
+             args.iters, os.getloadavg()[0]))
+    print("CPU: " + cpu_summary())
+    variants = {"on": [True], "off": [False], "both": [True, False]}[args.fused]
+    steps, macs, labels = {}, {}, []
     for name in args.models:
-        macs[name] = macs_of_model(name, input_size=args.size)["macs"] / 1e9
-        steps[name] = build(name, args.size, args.batch_size, ctx, args.mode)
-        for _ in tqdm(range(args.warmup), desc="warm-up %s" % name, leave=False):
-            steps[name]()
-    times = {n: [] for n in args.models}
-    cpu = {n: [] for n in args.models}
+        m = macs_of_model(name, input_size=args.size)["macs"] / 1e9
+        has_merge = name.startswith("bl_")
+        for use in (variants if has_merge else [True]):
+            label = name + (" unfused" if has_merge and not use else (" fused" if has_merge and
+                                                                     args.fused == "both" else ""))
+            labels.append(label)
+            macs[label] = m
+            steps[label] = build(name, args.size, args.batch_size, ctx, args.mode, use)
+            for _ in tqdm(range(args.warmup), desc="warm-up %s" % label, leave=False):
+                steps[label]()
+    times = {n: [] for n in labels}
+    cpu = {n: [] for n in labels}
     for _ in tqdm(range(args.rounds), desc="rounds", leave=False):
-        for name in args.models:
+        for name in labels:
             t, c = time.perf_counter(), time.process_time()
             for _ in range(args.iters):
                 steps[name]()
             n_img = args.iters * args.batch_size
             times[name].append((time.perf_counter() - t) / n_img)
             cpu[name].append((time.process_time() - c) / n_img)
-    base = args.models[0]
+    base = labels[0]
     t0, c0 = statistics.median(times[base]), statistics.median(cpu[base])
-    print("%-22s %8s %10s %11s %15s %10s" % ("model", "GMACs", "images/s", "time ratio", "CPU-s/image", "MAC ratio"))
-    for name in args.models:
+    print("%-26s %8s %10s %11s %15s %10s" % ("model", "GMACs", "images/s", "time ratio", "CPU-s/image", "MAC ratio"))
+    for name in labels:
         t, c = statistics.median(times[name]), statistics.median(cpu[name])
-        print("%-22s %8.3f %10.2f %11.3f %8.3f (%.3f) %10.3f" % (name, macs[name], 1.0 / t, t / t0, c, c / c0,
+        print("%-26s %8.3f %10.2f %11.3f %8.3f (%.3f) %10.3f" % (name, macs[name], 1.0 / t, t / t0, c, c / c0,
                                                                  macs[name] / macs[base]))
     try:
         load = os.getloadavg()[0]

@@ -24,6 +24,7 @@ from mxnet.gluon import nn
 from mxnet.gluon.block import HybridBlock
 
 from . import layers
+from .fused import FusedMixin, plain
 from .fusions import make_fusion
 from .registry import register_model
 
@@ -193,13 +194,16 @@ class ResBlockL(HybridBlock):
         return self.body(x)
 
 
-class TransitionLayer(HybridBlock):
+class TransitionLayer(FusedMixin, HybridBlock):
     """Merge + fusion ("TransitionLayer", §1.3, §1.8 items 3-5).
 
     ``big`` is upsampled x2 (nearest, as [OFF]'s ``F.interpolate`` default) and cropped to the Little
     size; the Little side goes through ``little_e`` (1x1 conv + BN, no ReLU); ``ReLU(big + little)``;
     then one fusion bottleneck out->out with ``stride`` (AvgPool shortcut when 2, identity when 1).
-    ``merge_fusion`` optionally replaces the big+little sum (default plain add, as [OFF])."""
+    ``merge_fusion`` optionally replaces the big+little sum (default plain add, as [OFF]).
+
+    With the plain add, upsampling, crop, add and ReLU are one ``UpsampleAdd`` pass (the same values
+    at every input size, odd ones included; mxrepro.models.fused)."""
 
     def __init__(self, little_channels, out_channels, stride, cardinality=1, basewidth=64, se=False,
                  fusion=None, fusion_r=4, merge_fusion=None, **kwargs):
@@ -210,9 +214,12 @@ class TransitionLayer(HybridBlock):
             self.merge = make_fusion(merge_fusion, out_channels, fusion_r)
             self.fusion = ResBlock(out_channels, out_channels, stride, cardinality=cardinality,
                                    basewidth=basewidth, se=se, fusion=fusion, fusion_r=fusion_r, prefix="fusion_")
+        self._init_fused()
 
     def hybrid_forward(self, F, big, little):
         little = self.little_e_bn(self.little_e(little))
+        if self.merge is None and self._fused:
+            return self.fusion(F.UpsampleAdd(plain(F, big), plain(F, little), scale=2, relu=True))
         big = F.slice_like(F.UpSampling(big, scale=2, sample_type="nearest", num_args=1), little, axes=(2, 3))
         out = self.merge(big, little) if self.merge is not None else big + little
         return self.fusion(F.Activation(out, act_type="relu"))

@@ -47,6 +47,9 @@ import re
 from mxnet.gluon import nn
 from mxnet.gluon.block import HybridBlock
 
+from . import fused
+from .fused import FusedMixin
+
 __all__ = ["ContextBranch", "MSCAMWeights", "MSCAM", "DirectAdd", "AFF", "IAFF", "GlobalGlobal", "LocalLocal",
            "MSGAU", "MSSENet", "MSSA", "Concatenation", "GAU", "SKSelection", "HalfAFF", "ConcatAFF",
            "RecursiveAFF", "DepthAFF", "Depth4AFF", "get_fusion", "list_fusions", "canonical_fusion",
@@ -91,6 +94,7 @@ class MSCAMWeights(HybridBlock):
         super().__init__(**kwargs)
         self.kinds = tuple(branches)
         self.all_global = all(k == "global" for k in self.kinds)
+        self.all_local = all(k == "local" for k in self.kinds)
         with self.name_scope():
             self.branches = nn.HybridSequential(prefix="")
             for i, k in enumerate(self.kinds):
@@ -99,10 +103,15 @@ class MSCAMWeights(HybridBlock):
                 self.branches.add(ContextBranch(channels, r, global_pool=(k == "global"), bottleneck=bottleneck,
                                                 prefix="%s%d_" % (k, i)))
 
+    def logits(self, F, z, pooled=None):
+        """The branch outputs (before their sum and the sigmoid). ``pooled``, when given, is the
+        spatial mean of ``z`` already computed (the fused ``AddMean``/``AFFGate`` outputs): the
+        global branches then skip their own pooling."""
+        return [b.body(pooled) if pooled is not None and b.global_pool else b(z) for b in self.branches]
+
     def hybrid_forward(self, F, z):
         out = None
-        for b in self.branches:
-            y = b(z)
+        for y in self.logits(F, z):
             out = y if out is None else F.broadcast_add(out, y)
         return F.Activation(out, act_type="sigmoid")
 
@@ -142,7 +151,7 @@ class DirectAdd(HybridBlock):
         return x + residual
 
 
-class _SelectFuse(HybridBlock):
+class _SelectFuse(FusedMixin, HybridBlock):
     """``scale * (x*w + residual*(1-w))`` with ``w = M(x + residual)`` (soft selection)."""
     branches = ("local", "global")
     scale = 2.0
@@ -153,8 +162,12 @@ class _SelectFuse(HybridBlock):
             self.scale = float(scale)
         with self.name_scope():
             self.att = MSCAMWeights(channels, r, self.branches, bottleneck=bottleneck, prefix="att_")
+        self._init_fused()
+        self._fused = self._fused and len(self.att.kinds) == 2
 
     def hybrid_forward(self, F, x, residual):
+        if self._fused:
+            return fused.select(F, self.att, x, residual, self.scale)
         out = _select(F, x, residual, self.att(x + residual))
         return out * self.scale if self.scale != 1.0 else out
 
@@ -176,7 +189,7 @@ class LocalLocal(_SelectFuse):
     branches = ("local", "local")
 
 
-class IAFF(HybridBlock):
+class IAFF(FusedMixin, HybridBlock):
     """iterative AFF, reference ``ResGlobLocaforGlobLocaChaFuse`` (docs/reference/aff.md §1.3, paper Eq. 5).
 
     ``xi = x*M1(x+y) + y*(1-M1)``; ``out = x*M2(xi) + y*(1-M2(xi))``; two independent MS-CAMs, no factor 2."""
@@ -186,8 +199,11 @@ class IAFF(HybridBlock):
         with self.name_scope():
             self.att1 = MSCAMWeights(channels, r, bottleneck=bottleneck, prefix="att1_")
             self.att2 = MSCAMWeights(channels, r, bottleneck=bottleneck, prefix="att2_")
+        self._init_fused()
 
     def hybrid_forward(self, F, x, residual):
+        if self._fused:
+            return fused.iterative_select(F, self.att1, self.att2, x, residual)
         d = x - residual
         xi = residual + _mul(F, d, self.att1(x + residual))
         return residual + _mul(F, d, self.att2(xi))

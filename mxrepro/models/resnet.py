@@ -21,6 +21,7 @@ import math
 from mxnet.gluon import nn
 from mxnet.gluon.block import HybridBlock
 
+from .fused import PlainBatchNorm
 from .fusions import make_fusion
 from .layers import DataNorm, batchnorm as _bn, conv as _conv
 from .registry import register_model
@@ -158,14 +159,17 @@ class PreActBlock(_Fused):
 
     branch = BN ReLU 3x3 (stride) BN ReLU 3x3 (no biases); shortcut (only when the width changes) =
     1x1 conv with stride, no BN (paper-era) or AvgPool + 1x1 (``avg_down``, HEAD), applied to the
-    raw input; ``out = fuse(branch, shortcut)`` with no ReLU after it.
+    raw input; ``out = fuse(branch, shortcut)`` with no ReLU after it. ``plain_input``: the input
+    comes from a fused operator (plain memory layout), so the first BN is a
+    :class:`~mxrepro.models.fused.PlainBatchNorm` (same parameters and values).
     """
 
-    def __init__(self, in_channels, channels, stride=1, avg_down=False, fuse=None, **kwargs):
+    def __init__(self, in_channels, channels, stride=1, avg_down=False, fuse=None, plain_input=False, **kwargs):
         super().__init__(**kwargs)
         with self.name_scope():
             self.body = nn.HybridSequential(prefix="")
-            self.body.add(_bn(in_channels), nn.Activation("relu"),
+            self.body.add(PlainBatchNorm(in_channels=in_channels) if plain_input else _bn(in_channels),
+                          nn.Activation("relu"),
                           _conv(channels, 3, stride, 1, in_channels=in_channels), _bn(channels),
                           nn.Activation("relu"), _conv(channels, 3, 1, 1, in_channels=channels))
             if in_channels != channels or stride != 1:
@@ -209,17 +213,20 @@ class CIFARPreActResNet(HybridBlock):
                 self.stem.add(_conv(channels[0], 3, 1, 1, in_channels=3))
             self.features = nn.HybridSequential(prefix="")
             in_ch = channels[0]
+            plain = False  # the previous block's output comes from a fused operator (mxrepro.models.fused)
             for s, ch in enumerate(channels[1:], start=1):
                 stage = nn.HybridSequential(prefix="stage%d_" % s)
                 with stage.name_scope():
                     for i in range(blocks):
                         fuse = make_fusion(fusion, ch, fusion_r) if s >= start_layer else None
                         stage.add(PreActBlock(in_ch, ch, stride=(2 if s > 1 and i == 0 else 1), avg_down=avg_down,
-                                              fuse=fuse, prefix="block%d_" % (i + 1)))
+                                              fuse=fuse, plain_input=plain, prefix="block%d_" % (i + 1)))
+                        plain = bool(getattr(fuse, "_fused", False))
                         in_ch = ch
                 self.features.add(stage)
             self.head = nn.HybridSequential(prefix="head_")
-            self.head.add(_bn(in_ch), nn.Activation("relu"), nn.GlobalAvgPool2D(), nn.Flatten())
+            self.head.add(PlainBatchNorm(in_channels=in_ch) if plain else _bn(in_ch), nn.Activation("relu"),
+                          nn.GlobalAvgPool2D(), nn.Flatten())
             self.output = nn.Dense(classes, in_units=in_ch)
 
     def feature_spec(self):
