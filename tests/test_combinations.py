@@ -51,9 +51,13 @@ def test_bl_resnet50_aff_fbn_head():
     # head size in closed form: BN 2C + FB (N*F*C + N) + 1x1 conv (N*C + N), C=128, N=5, F=4
     assert count_params(net.head)[0] == 2 * 128 + (5 * 4 * 128 + 5) + (5 * 128 + 5)
     net.hybridize()
-    losses, missing = _train(net, 64, 5)
+    # Training-mode BatchNorm over a batch of 2 (8 values per channel at the last stage) makes each
+    # step's loss jump by up to 2x either way (over seeds 0-3, fused and unfused operators alike), so
+    # the last loss alone is a coin toss; the best of the second half of 16 steps fell to 0.02-0.32 of
+    # the first loss. An untrained net repeats its first loss on the same batch.
+    losses, missing = _train(net, 64, 5, steps=16)
     assert not missing, "no gradient reached %s" % sorted(missing)[:5]
-    assert losses[-1] < 0.7 * losses[0], losses
+    assert min(losses[8:]) < 0.5 * losses[0], losses
 
 
 def test_aff_cifar_resnet_fbn_head():

@@ -25,6 +25,9 @@ from tools import evaluate as tool
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AFF_PREFIX = "digits-aff_cifar_resnet-8-c1-s1"
 KW = {"blocks": 1, "channel_times": 1, "avg_down": True}
+# AFF-ResNet-8 on 256 digits: with --lr 0.05 the best of 6 epochs beat the commonest class (12/64) by
+# 0.11-0.20 over seeds 0-4, where 3 epochs at --lr 0.1 did not (from 0.09 below to 0.05 above)
+AFF_EPOCHS = 6
 
 
 # ------------------------------------------------------------------------------------------------
@@ -44,13 +47,13 @@ def _test_labels(rec):
 
 @pytest.fixture(scope="module")
 def aff_run(digits_small, tmp_path_factory):
-    """AFF-ResNet-8 (blocks 1, width x1, HEAD-style avg-down shortcuts) on 256 digits, 3 epochs, via open-aff's
+    """AFF-ResNet-8 (blocks 1, width x1, HEAD-style avg-down shortcuts) on 256 digits, AFF_EPOCHS epochs, via open-aff's
     train_cifar.py flags."""
     out = str(tmp_path_factory.mktemp("aff_run"))
     argv = ["--dataset", "digits", "--data-dir", digits_small, "--model", "resnet", "--askc-type", "ASKCFuse",
             "--blocks", "1", "--channel-times", "1", "--avg-down", "--gpus", "", "--batch-size", "16",
-            "--num-epochs", "3",
-            "--lr", "0.1", "-j", "0", "--save-dir", out, "--log-interval", "0", "--save-frequency", "1"]
+            "--num-epochs", str(AFF_EPOCHS),
+            "--lr", "0.05", "-j", "0", "--save-dir", out, "--log-interval", "0", "--save-frequency", "1"]
     assert aff.main_cifar(argv) == 0
     return out
 
@@ -100,7 +103,7 @@ def test_gluon_checkpoint_scores_what_its_training_run_measured(aff_run, digits_
     labels = _test_labels(test_rec)
     hist = _history(os.path.join(aff_run, AFF_PREFIX + "-latest.json"))
     assert _above_constant(hist, labels), hist
-    for epoch in (1, 3):
+    for epoch in (1, AFF_EPOCHS):
         weights = os.path.join(aff_run, "%s-%04d.params" % (AFF_PREFIX, epoch))
         # the model, its keywords and classes come from the .json the engine wrote beside the weights
         row = _run_tool(["--weights", weights, "--data", test_rec, "--json", str(tmp_path / "r.json"),
@@ -118,11 +121,11 @@ def test_gluon_checkpoint_scores_what_its_training_run_measured(aff_run, digits_
     row = _run_tool(["--model", "aff_cifar_resnet", "--weights", weights, "--data", folder, "--batch-size", "7",
                      "--json", str(tmp_path / "f.json"), "--csv", str(tmp_path / "r.csv")])
     assert row["data_kind"] == "folder" and row["images"] == 64
-    assert row["top1_correct"] == round(hist[3]["val_top1"] * 64)
+    assert row["top1_correct"] == round(hist[AFF_EPOCHS]["val_top1"] * 64)
     with open(tmp_path / "r.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 3 and list(rows[0]) == list(E.ROW_FIELDS)
-    assert [int(r["top1_correct"]) for r in rows] == [round(hist[e]["val_top1"] * 64) for e in (1, 3, 3)]
+    assert [int(r["top1_correct"]) for r in rows] == [round(hist[e]["val_top1"] * 64) for e in (1, AFF_EPOCHS, AFF_EPOCHS)]
     assert json.loads(rows[0]["model_kwargs"]) == KW and rows[0]["paper_top1_err"] == ""
     # --limit: the first N images
     row = _run_tool(["--weights", weights, "--data", test_rec, "--limit", "10", "--json", str(tmp_path / "l.json")])
@@ -136,7 +139,7 @@ def test_open_aff_checkpoint_layout_is_read_off_the_file(aff_run, digits_small, 
     from mxrepro.models import get_model
     from mxrepro.weights import aff_name_map, detect_aff_layout
     net = get_model("aff_cifar_resnet", classes=10, **KW)
-    net.load_parameters(os.path.join(aff_run, AFF_PREFIX + "-0003.params"))
+    net.load_parameters(os.path.join(aff_run, AFF_PREFIX + "-%04d.params" % AFF_EPOCHS))
     names = aff_name_map(net, "head")
     params = net._collect_params_with_prefix()
     official = {src: params[ours].data() for ours, src in names.items()}
@@ -147,7 +150,7 @@ def test_open_aff_checkpoint_layout_is_read_off_the_file(aff_run, digits_small, 
                      "--data", os.path.join(digits_small, "test.rec"), "--json", str(tmp_path / "o.json")])
     hist = _history(os.path.join(aff_run, AFF_PREFIX + "-latest.json"))
     assert row["weights_format"] == "open-aff .params (head layout)" and row["model_kwargs"] == KW
-    assert row["top1_correct"] == round(hist[3]["val_top1"] * 64) and row["recorded_top1_err"] is None
+    assert row["top1_correct"] == round(hist[AFF_EPOCHS]["val_top1"] * 64) and row["recorded_top1_err"] is None
 
 
 def test_fbn_symbol_checkpoint_scores_what_its_training_run_measured(fbn_run, digits_small, tmp_path):
@@ -396,7 +399,7 @@ def test_paper_numbers_come_from_the_registry_and_only_for_the_papers_configurat
 # ------------------------------------------------------------------------------------------------
 def test_errors(aff_run, fbn_run, digits_small, tmp_path, capsys):
     test_rec = os.path.join(digits_small, "test.rec")
-    aff_w = os.path.join(aff_run, AFF_PREFIX + "-0003.params")
+    aff_w = os.path.join(aff_run, AFF_PREFIX + "-%04d.params" % AFF_EPOCHS)
     fbn_w = os.path.join(fbn_run, "model", "dig-0003.params")
     out = str(tmp_path / "never.json")
 
