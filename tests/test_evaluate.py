@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AFF_PREFIX = "digits-aff_cifar_resnet-8-c1-s1"
 KW = {"blocks": 1, "channel_times": 1, "avg_down": True}
 # AFF-ResNet-8 on 256 digits: with --lr 0.05 the best of 6 epochs beat the commonest class (12/64) by
-# 0.11-0.20 over seeds 0-4, where 3 epochs at --lr 0.1 did not (from 0.09 below to 0.05 above)
+# 0.11-0.20 over seeds 0-4, where 3 epochs at --lr 0.1 did not (from 0.08 below to 0.05 above)
 AFF_EPOCHS = 6
 
 
