@@ -23,8 +23,8 @@ PAPER_FBN = {
     "resnet-164-fbn": dict(params_m=2.2, cifar10_err=5.00, cifar100_err=22.50),
     "resnet-1001-fbn": dict(params_m=10.7, cifar10_err=4.09, cifar100_err=19.67),
 }
-EXPECTED_PARAMS_M = {"c100_n18": 1.739, "c100_n111": 10.43}
-EXPECTED_PARAMS_M_FBN = {"c100_n18_f20": 2.251, "c100_n111_f20": 10.94}
+EXPECTED_PARAMS_M = {"c100_n18": 1.739, "c100_n111": 10.43, "c10_n18": 1.716}
+EXPECTED_PARAMS_M_FBN = {"c100_n18_f20": 2.251, "c100_n111_f20": 10.94, "c10_n18_f20": 1.767}
 
 
 def _bn_relu(data, bn_mom):

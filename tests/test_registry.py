@@ -78,20 +78,6 @@ def test_gluon_model_contract(name, tmp_path):
     np.testing.assert_allclose(sb(x).asnumpy(), ref, rtol=1e-4, atol=1e-5)
 
 
-def _expected_symbol_counts(e):
-    """{builder kwargs: parameters (M)} from the registered ``expected_params_m`` keys
-    (c<classes>[_n<modules>][_f<factors>])."""
-    out = []
-    for key, millions in e.cfg.get("expected_params_m", {}).items():
-        kw = {}
-        for tag, arg in (("c", "num_classes"), ("n", "res_module_num"), ("f", "fmconv_factor")):
-            m = re.search(r"(?:^|_)%s(\d+)" % tag, key)
-            if m:
-                kw[arg] = int(m.group(1))
-        out.append((kw, millions))
-    return out
-
-
 @pytest.mark.parametrize("name", SYMBOL)
 def test_symbol_network_contract(name):
     e = model_info(name)
@@ -101,6 +87,6 @@ def test_symbol_network_contract(name):
     assert out == [(2, 7)]
     args = set(sym.list_arguments())
     assert "data" in args and "softmax_label" in args
-    for kw, millions in _expected_symbol_counts(e):
+    for kw, millions in e.expected_counts():
         n = count_params(get_symbol(name, **kw), (1, 3, size, size))[0]
         assert round(n / 1e6, _decimals(millions)) == millions, (name, kw, n)

@@ -22,6 +22,7 @@ sometimes truncate instead (AFF Table 5 prints AFF-ResNet-50 as 30.3M), which is
     python tools/model_table.py --models aff_resnet50 resnet-small-fmconv:n18 --out /tmp/t.md
 """
 import argparse
+import inspect
 import math
 import os
 import sys
@@ -43,34 +44,27 @@ FAMILIES = ("fbn", "aff", "blnet", "resnet")
 # value=printed, digits=printed decimals, source=..., note=explanation if a known difference).
 # ------------------------------------------------------------------------------------------------
 _FBN = "docs/reference/fbn.md §4.5/§7 (paper Table, CIFAR-100, F=20)"
-# FBN symbol networks: the paper's rows are configurations of one --network name.
+# FBN symbol networks: the paper's rows are configurations of one --network name. The exact counts of
+# the original symbols come from the registry (expected_params_m, registered_counts); these are the paper's.
 FBN_ROWS = [
     ("ResNet-164 (n=18)", "resnet-small", dict(res_module_num=18, num_classes=100), 32,
-     [dict(what="params", value=1.7, digits=1, source=_FBN),
-      dict(what="params", value=1.739, digits=3, source="docs/reference/fbn.md §4.5 (count from the original symbols)")]),
+     [dict(what="params", value=1.7, digits=1, source=_FBN)]),
     ("ResNet-164-FBN (n=18, F=20)", "resnet-small-fmconv", dict(res_module_num=18, num_classes=100), 32,
-     [dict(what="params", value=2.2, digits=1, source=_FBN),
-      dict(what="params", value=2.251, digits=3, source="docs/reference/fbn.md §4.5")]),
+     [dict(what="params", value=2.2, digits=1, source=_FBN)]),
     ("ResNet-1001 (n=111)", "resnet-small", dict(res_module_num=111, num_classes=100), 32,
      [dict(what="params", value=10.2, digits=1, source=_FBN,
            note="10.2M is He et al.'s count without conv biases; the original symbol (biases on every conv) "
-                "has 10.43M (docs/reference/fbn.md §4.5)"),
-      dict(what="params", value=10.43, digits=2, source="docs/reference/fbn.md §4.5")]),
+                "has 10.43M (docs/reference/fbn.md §4.5)")]),
     ("ResNet-1001-FBN (n=111, F=20)", "resnet-small-fmconv", dict(res_module_num=111, num_classes=100), 32,
      [dict(what="params", value=10.7, digits=1, source=_FBN,
-           note="baseline's 10.2M (no conv biases) + the FB head's 0.51M; as coded 10.94M (docs/reference/fbn.md §4.5)"),
-      dict(what="params", value=10.94, digits=2, source="docs/reference/fbn.md §4.5")]),
+           note="baseline's 10.2M (no conv biases) + the FB head's 0.51M; as coded 10.94M (docs/reference/fbn.md §4.5)")]),
     ("Inception-BN-small", "inception-bn-small", dict(num_classes=100), 32,
-     [dict(what="params", value=1.7, digits=1, source=_FBN),
-      dict(what="params", value=1.683, digits=3, source="docs/reference/fbn.md §4.5")]),
+     [dict(what="params", value=1.7, digits=1, source=_FBN)]),
     ("Inception-BN-small-FBN (F=20)", "inception-bn-small-fmconv", dict(num_classes=100), 32,
-     [dict(what="params", value=2.4, digits=1, source=_FBN),
-      dict(what="params", value=2.355, digits=3, source="docs/reference/fbn.md §4.5")]),
+     [dict(what="params", value=2.4, digits=1, source=_FBN)]),
     ("Inception-BN-small B-CNN (bilinear pooling)", "inception-bn-small-bilinear", dict(num_classes=100), 32, []),
-    ("ResNet-164 CIFAR-10", "resnet-small", dict(res_module_num=18, num_classes=10), 32,
-     [dict(what="params", value=1.716, digits=3, source="docs/reference/fbn.md §4.5 (CIFAR-10 column)")]),
-    ("ResNet-164-FBN CIFAR-10 (F=20)", "resnet-small-fmconv", dict(res_module_num=18, num_classes=10), 32,
-     [dict(what="params", value=1.767, digits=3, source="docs/reference/fbn.md §4.5 (CIFAR-10 column)")]),
+    ("ResNet-164 CIFAR-10", "resnet-small", dict(res_module_num=18, num_classes=10), 32, []),
+    ("ResNet-164-FBN CIFAR-10 (F=20)", "resnet-small-fmconv", dict(res_module_num=18, num_classes=10), 32, []),
     ("ImageNet ResNet-34", "resnet", dict(depth=34), 224, []),
     ("ImageNet ResNet-34-FBN (F=50)", "resnet-fmconv", dict(depth=34, fmconv_factor=50), 224,
      [dict(what="fb_params", value=25.6, digits=1, source="docs/reference/fbn.md §4.5 (FB term 1000*50*512, derived)")]),
@@ -164,12 +158,21 @@ def registry_checks(name):
     return checks
 
 
+def registered_counts(name, kwargs):
+    """Checks from the symbol's registered exact counts (``expected_params_m``, docs/reference/fbn.md
+    §4.5) whose configuration is this row's (builder defaults fill what the row leaves out)."""
+    entry = model_info(name)
+    defaults = {k: p.default for k, p in inspect.signature(entry.fn).parameters.items()}
+    return [dict(what="params", value=m, digits=_digits(m), source="registry expected_params_m (docs/reference/fbn.md §4.5)")
+            for kw, m in entry.expected_counts() if all(kwargs.get(k, defaults.get(k)) == v for k, v in kw.items())]
+
+
 def all_rows(families=FAMILIES, models=None):
     """Every (label, name, kwargs, size, checks) row of ``families`` (or of ``models``)."""
     rows = []
     for fam in families:
         if fam == "fbn":
-            rows += [(lab, n, dict(kw), size, list(ch)) for lab, n, kw, size, ch in FBN_ROWS]
+            rows += [(lab, n, dict(kw), size, list(ch) + registered_counts(n, kw)) for lab, n, kw, size, ch in FBN_ROWS]
             continue
         for n in list_models(family=fam, kind="gluon"):
             cfg = model_info(n).cfg

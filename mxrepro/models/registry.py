@@ -13,6 +13,7 @@ names, the model table, the visualiser and the tests all read it.
 returns a Symbol (Gluon blocks are traced on a ``data`` variable).
 """
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
@@ -30,6 +31,19 @@ class ModelEntry:
 
     def build(self, **kwargs):
         return self.fn(**kwargs)
+
+    def expected_counts(self):
+        """[(builder kwargs, parameters in millions)] from ``cfg['expected_params_m']``, whose keys name
+        a configuration as ``c<classes>[_n<res_module_num>][_f<fmconv_factor>]`` (the FBN symbols)."""
+        out = []
+        for key, millions in self.cfg.get("expected_params_m", {}).items():
+            kw = {}
+            for tag, arg in (("c", "num_classes"), ("n", "res_module_num"), ("f", "fmconv_factor")):
+                m = re.search(r"(?:^|_)%s(\d+)" % tag, key)
+                if m:
+                    kw[arg] = int(m.group(1))
+            out.append((kw, millions))
+        return out
 
 
 _REGISTRY: Dict[str, ModelEntry] = {}
