@@ -168,20 +168,145 @@ class _FakeStep:
 
 def test_checkpoints_are_self_describing_and_a_broken_one_is_skipped(tmp_path):
     ck = Checkpointer(str(tmp_path), "run", _FakeStep(1))
-    ck.save("0001", {"epoch": 1, "num_update": 10, "best": {"top1": 0.5, "epoch": 1}})
-    ck.save("latest", {"epoch": 1, "num_update": 10}, same_as="0001")
-    assert os.stat(ck.path("latest", ".params")).st_ino == os.stat(ck.path("0001", ".params")).st_ino  # a link
+    ck.save(["latest", "0001"], {"epoch": 1, "num_update": 10, "best": {"top1": 0.5, "epoch": 1}})
+    assert os.stat(ck.path("latest", ".params")).st_ino != os.stat(ck.path("0001", ".params")).st_ino  # copies
     ck.step = _FakeStep(2)
     ck.save("latest", {"epoch": 2, "num_update": 20})
-    assert os.stat(ck.path("0001", ".params")).st_ino != os.stat(ck.path("latest", ".params")).st_ino
-    assert mx.nd.load(ck.path("0001", ".params"))["arg:w"].asscalar() == 1  # the link was replaced, not rewritten
+    assert mx.nd.load(ck.path("0001", ".params"))["arg:w"].asscalar() == 1
     m = ck.find_resume()
-    assert m["epoch"] == 2 and m["params_path"].endswith("run-latest.params")
-    # a params file that does not match its description (interrupted between the renames)
+    assert m["epoch"] == 2 and m["params_path"].endswith("run-latest.params") and not ck.rejected
+    # a params file that does not match its description: the next newest, and the reason in one line
     open(ck.path("latest", ".params"), "ab").write(b"x")
     m = ck.find_resume()
     assert m["tag"] == "0001" and m["epoch"] == 1
+    assert ck.rejected_line().startswith("latest is incomplete (run-latest.params has ")
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
+
+
+def test_tags_are_independent_files_and_best_is_a_fallback(tmp_path):
+    ck = Checkpointer(str(tmp_path), "run", _FakeStep(3))
+    ck.save(["latest", "best", "0003"], {"epoch": 3, "num_update": 30, "best": {"top1": 0.7, "epoch": 3}})
+    for tag in ("latest", "best", "0003"):
+        assert json.load(open(ck.path(tag, ".json")))["files"]["params"]["name"] == "run-%s.params" % tag
+    open(ck.path("latest", ".params"), "wb").close()  # truncating one leaves the others
+    assert os.path.getsize(ck.path("best", ".params")) > 0 and ck.read("best") and ck.read("0003")
+    os.remove(ck.path("0003", ".json"))
+    os.remove(ck.path("0003", ".params"))
+    m = ck.find_resume()
+    assert m["tag"] == "best" and m["epoch"] == 3 and "latest" in ck.rejected
+
+
+def _journal_interrupted(tmp_path, at):
+    """Save epoch 1, then kill (simulated) the epoch-2 save just before its file step ``at``."""
+    from mxrepro.engine import checkpoint as C
+    ck = Checkpointer(str(tmp_path), "run", _FakeStep(1))
+    ck.save(["latest", "0001"], {"epoch": 1, "num_update": 10})
+    ck.step = _FakeStep(2)
+
+    class Killed(BaseException):
+        pass
+    calls = [0]
+
+    def fault():
+        calls[0] += 1
+        if calls[0] == at:
+            raise Killed()
+    old, C._fault_point = C._fault_point, fault
+    old_remove = os.remove
+    try:  # a real kill cleans nothing up: keep the temporary files
+        os.remove = lambda p: None if os.path.basename(p).startswith(".tmp-") else old_remove(p)
+        with pytest.raises(Killed):
+            ck.save(["latest", "best", "0002"], {"epoch": 2, "num_update": 20})
+    finally:
+        C._fault_point, os.remove = old, old_remove
+    return ck
+
+
+def test_commit_steps_counts_every_fault_point(tmp_path):
+    from mxrepro.engine import checkpoint as C
+    calls = [0]
+    old, C._fault_point = C._fault_point, lambda: calls.__setitem__(0, calls[0] + 1)
+    try:
+        Checkpointer(str(tmp_path), "run", _FakeStep(1)).save(["latest", "best", "0001"], {"epoch": 1})
+        n3 = calls[0]
+        Checkpointer(str(tmp_path), "run", _FakeStep(1)).save("latest", {"epoch": 1})
+    finally:
+        C._fault_point = old
+    assert n3 == C.commit_steps(3) and calls[0] - n3 == C.commit_steps(1)
+
+
+@pytest.mark.parametrize("at", range(1, 24))
+def test_journal_rolls_forward_or_back_at_every_step(tmp_path, at):
+    """A write killed at any file step: after recover() every tag is the old state or the new one, the
+    newest valid checkpoint is epoch 1 (before the commit point) or epoch 2 (after it), no temporary files."""
+    from mxrepro.engine.checkpoint import commit_steps
+    assert commit_steps(3) == 23
+    ck = _journal_interrupted(tmp_path, at)
+    committed = at > 12  # step 12 is the journal's rename, the commit point
+    assert os.path.exists(ck.journal) == committed
+    msg = ck.recover()
+    assert not os.path.exists(ck.journal) and not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
+    assert (msg is not None) == committed and (not committed or msg.startswith("completed"))
+    m = ck.find_resume()
+    assert not ck.rejected, ck.rejected
+    assert m["epoch"] == (2 if committed else 1)
+    for tag in ("latest", "best", "0002"):
+        r = ck.read(tag)
+        assert r is None if not committed and tag != "latest" else r["epoch"] == (2 if committed else 1)
+        if r is not None:
+            assert mx.nd.load(r["params_path"])["arg:w"].asscalar() == r["epoch"]
+
+
+def test_a_journal_with_a_broken_file_is_discarded(tmp_path):
+    ck = _journal_interrupted(tmp_path, 15)  # committed, two renames done (latest.params, latest.states)
+    j = json.load(open(ck.journal))
+    pending = [e for e in j["renames"] if os.path.exists(os.path.join(str(tmp_path), e["tmp"]))]
+    open(os.path.join(str(tmp_path), pending[0]["tmp"]), "ab").write(b"!")
+    assert "discarded" in ck.recover()
+    assert not os.path.exists(ck.journal)
+    m = ck.find_resume()  # whatever was renamed no longer matches its old description: epoch 1 survives
+    assert m["epoch"] == 1 and m["tag"] == "0001"
+
+
+def test_a_failed_write_leaves_the_previous_checkpoint(tmp_path):
+    """The API for disk-full handling: the original OSError, no temporary files, the old latest valid."""
+    import errno
+    ck = Checkpointer(str(tmp_path), "run", _FakeStep(1))
+    ck.save("latest", {"epoch": 1})
+    before = open(ck.path("latest", ".params"), "rb").read()
+
+    class Full(_FakeStep):
+        def save_states(self, p):
+            open(p, "wb").write(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device", p)
+    ck.step = Full(2)
+    with pytest.raises(OSError) as e:
+        ck.save(["latest", "best"], {"epoch": 2})
+    assert e.value.errno == errno.ENOSPC
+    assert sorted(os.listdir(tmp_path)) == ["run-latest.json", "run-latest.params", "run-latest.states"]
+    assert ck.read("latest")["epoch"] == 1 and open(ck.path("latest", ".params"), "rb").read() == before
+
+
+def test_run_lock_refuses_a_second_holder_and_takes_over_a_dead_ones(tmp_path):
+    import subprocess
+    import sys
+    from mxrepro.engine.checkpoint import RunLock
+    a = RunLock(str(tmp_path), "run")
+    assert a.acquire("first") is None
+    with pytest.raises(BlockingIOError) as e:
+        RunLock(str(tmp_path), "run").acquire("second")
+    assert e.value.holder["pid"] == os.getpid() and e.value.holder["command"] == "first"
+    assert RunLock(str(tmp_path), "run").active()["command"] == "first"
+    assert RunLock(str(tmp_path), "other").acquire("x") is None  # another prefix in the same folder
+    a.release()
+    assert not os.path.exists(a.path)
+    # a process that dies holding the lock: its file stays, the lock does not
+    code = "from mxrepro.engine.checkpoint import RunLock; import os; RunLock(%r, 'run').acquire('dead'); os._exit(9)"
+    assert subprocess.run([sys.executable, "-c", code % str(tmp_path)]).returncode == 9
+    assert RunLock(str(tmp_path), "run").active() is None
+    b = RunLock(str(tmp_path), "run")
+    assert b.acquire("new")["command"] == "dead"
+    b.release()
 
 
 def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):

@@ -76,6 +76,7 @@ class RunConfig:
     resume: str = "auto"                          # auto | fresh | PATH (a .params checkpoint)
     resume_epoch: Optional[int] = None            # epochs done at PATH (default: from its name or .json)
     resume_states: str = ""                       # optimizer states for PATH (default: beside it)
+    resume_changed: bool = False                  # --resume-changed: continue a checkpoint written with other settings
     init_params: str = ""                         # start from these weights with a fresh schedule
     warmup_phase: Optional[dict] = None           # FBN --warmup: {"lr": x, "optimizer": OptimizerSpec}
     seed: Optional[int] = 0
@@ -105,10 +106,25 @@ class RunConfig:
         return d
 
     def fingerprint(self):
-        """What must be the same for a re-run to continue this run's checkpoint."""
+        """The settings that define this run, checked when a re-run continues its checkpoint (the engine
+        adds the class count and the data files)."""
+        s, o = self.schedule, self.optimizer
+        sched = {"lr": self.lr, "mode": s.mode, "per": s.per, "epoch_size": s.epoch_size,
+                 "max_batches": self.max_batches}
+        if s.mode == "step":
+            sched.update(decay_epochs=[float(e) for e in s.decay_epochs], factor=s.factor, decay_period=s.decay_period,
+                         decay_shift=s.decay_shift)
+        elif s.mode != "constant":  # the curve is stretched over the run: the epoch count defines it
+            sched.update(epochs=self.epochs, target_lr=s.target_lr, power=s.power)
+        if s.warmup_epochs:
+            sched.update(warmup_epochs=int(s.warmup_epochs), warmup_lr=s.warmup_lr, warmup_mode=s.warmup_mode)
+        opt = {"name": o.name, "momentum": o.momentum, "wd": o.wd, "clip_gradient": o.clip_gradient,
+               "rules": [repr(r) for r in o.rules]}
+        opt.update({k: repr(v) for k, v in sorted(o.extra.items())})
         return {"model": self.model, "model_kwargs": {k: repr(v) for k, v in sorted(self.model_kwargs.items())},
                 "num_classes": self.num_classes, "global_batch": self.global_batch,
-                "input_shape": list(self.input_shape)}
+                "input_shape": list(self.input_shape), "lr_schedule": sched, "optimizer": opt, "seed": self.seed,
+                "dtype": self.dtype}
 
     # -- checks before anything is built or written ---------------------------------------------
     def validate(self):

@@ -47,7 +47,7 @@ import numpy as np
 
 from . import dist
 from ..cli import device_count
-from .checkpoint import Checkpointer
+from .checkpoint import Checkpointer, RunLock
 from .config import DataError, Diverged, Interrupted, UsageError, check_output_dir
 from .optim import OptimizerSpec, make_optimizer
 from .schedule import ScheduleSpec, build_schedule
@@ -160,6 +160,21 @@ class _Signals:
         return False
 
 
+def _flatten(d, pre=""):
+    """{"a": {"b": 1}} -> {"a.b": 1} (lists and scalars are values)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, pre + k + "."))
+        else:
+            out[pre + k] = v
+    return out
+
+
+def _short(v):
+    return v if not isinstance(v, str) or len(v) < 80 else "..." + v[-77:]
+
+
 # ------------------------------------------------------------------------------------------------
 # The run
 # ------------------------------------------------------------------------------------------------
@@ -167,6 +182,7 @@ class Engine:
     def __init__(self, cfg, data, build_model, tag=""):
         self.cfg, self.data, self.build_model, self.tag = cfg, data, build_model, tag
         self.where = (0, 0)  # (epoch, iteration) for the interruption message
+        self.lock, self.resume_notes = None, []
 
     # -- checks ------------------------------------------------------------------------------------
     def prepare(self):
@@ -210,7 +226,46 @@ class Engine:
             self.model = self.build_model(self.num_classes)
         except (ValueError, TypeError) as e:
             raise UsageError("cannot build %s: %s" % (cfg.model, e))
-        self.ckpt_plan = self._resume_plan()
+        self._take_lock()
+        try:
+            self.ckpt_plan = self._resume_plan()
+        except BaseException:
+            self.release()
+            raise
+
+    # -- one run per checkpoint prefix -------------------------------------------------------------
+    def _take_lock(self):
+        """Rank 0 of a real run takes ``<prefix>.lock`` in the checkpoint folder (held until the process
+        ends), then finishes or discards an interrupted checkpoint write and removes temporary files.
+        A dry run only says when a run is active."""
+        cfg = self.cfg
+        lock = RunLock(cfg.ckpt_dir, cfg.prefix)
+        if cfg.dry_run:
+            info = lock.active()
+            if info:
+                cfg.notes.append("a run is active on %s: %s" % (lock.path, RunLock.describe(info)))
+            return
+        if self.rank != 0:
+            return
+        try:
+            stale = lock.acquire(shlex.join(cfg.command) if cfg.command else cfg.model)
+        except BlockingIOError as e:
+            raise UsageError("another run is training into %s (%s): wait for it to end or stop it, or choose another "
+                             "output folder or prefix" % (os.path.join(cfg.ckpt_dir, cfg.prefix + "-*"),
+                                                          RunLock.describe(e.holder)))
+        self.lock = lock
+        if stale:
+            self.resume_notes.append("taking over the lock %s of a run that is no longer running (%s)"
+                                     % (lock.path, RunLock.describe(stale)))
+        done = Checkpointer(cfg.ckpt_dir, cfg.prefix, None).recover()
+        if done:
+            self.resume_notes.append(done)
+
+    def release(self):
+        """Give up the run's lock (also done by the kernel when the process ends)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def _num_classes(self):
         cfg, s = self.cfg, self.summary
@@ -264,20 +319,56 @@ class Engine:
                                     states_path=states if os.path.exists(states) else None,
                                     num_update=(meta or {}).get("num_update") if cfg.resume_epoch is None else None)
         meta = probe.find_resume()
+        rejected = probe.rejected_line()
         if meta is None:
+            if rejected:
+                self.resume_notes.append("%s and no other checkpoint is valid: starting from scratch" % rejected)
             return "fresh", None
-        old = (meta.get("config") or {}).get("fingerprint")
-        if old is not None and old != self._fingerprint():
-            diff = sorted(k for k in set(old) | set(self._fingerprint()) if old.get(k) != self._fingerprint().get(k))
-            raise UsageError("%s was written by a different run (%s differ%s): use another output folder or prefix, or "
-                             "%s to start over" % (os.path.basename(meta["params_path"]), ", ".join(diff),
-                                                   "s" if len(diff) == 1 else "", cfg.flag("fresh")))
+        if rejected:
+            self.resume_notes.append("%s; resuming from epoch %d (%s)" % (
+                rejected, int(meta["epoch"]), os.path.splitext(os.path.basename(meta["params_path"]))[0]))
+        self._check_settings(meta)
         return "auto", meta
+
+    def _check_settings(self, meta):
+        """Stop (UsageError) when the checkpoint was written with other settings, unless --resume-changed;
+        keys the checkpoint does not record (older checkpoints) are not compared, with a warning."""
+        cfg = self.cfg
+        old = (meta.get("config") or {}).get("fingerprint")
+        if old is None:
+            return
+        old, new = _flatten(old), _flatten(self._fingerprint())
+        name = os.path.basename(meta["params_path"])
+        unknown = sorted(k for k in new if k not in old)
+        if unknown:
+            self.resume_notes.append("%s does not record %s: not checked" % (name, ", ".join(unknown)))
+        diff = ["%s %s -> %s" % (k, _short(old[k]), _short(new[k])) for k in sorted(old) if k in new and old[k] != new[k]]
+        if not diff:
+            return
+        if not cfg.resume_changed:
+            raise UsageError("%s was written with other settings (%s): pass %s to start fresh or %s to continue with the "
+                             "new settings" % (name, "; ".join(diff), cfg.flag("fresh"), cfg.flag("resume_changed")))
+        self.resume_notes.append("%s: continuing with changed settings (%s)" % (cfg.flag("resume_changed"),
+                                                                                "; ".join(diff)))
 
     def _fingerprint(self):
         fp = self.cfg.fingerprint()
         fp["num_classes"] = self.num_classes
+        fp["data"] = self._data_fingerprint()
         return fp
+
+    def _data_fingerprint(self):
+        """Path and size of each data file, and the training records when they are counted anyway."""
+        paths = list(getattr(self.data, "paths", []))
+        names = ["train", "val"] if len(paths) == 2 else ["file%d" % i for i in range(len(paths))]
+        out = {}
+        for n, p in zip(names, paths):
+            out[n] = {"path": os.path.abspath(p)}
+            if os.path.isfile(p):
+                out[n]["size"] = os.path.getsize(p)
+        if self.have_data and not self.cfg.dry_run:
+            out["train_records"] = self.data.num_train()
+        return out
 
     # -- dry run -------------------------------------------------------------------------------------
     def plan_lines(self):
@@ -309,6 +400,8 @@ class Engine:
         what, meta = self.ckpt_plan
         lines.append("start: %s" % ("from scratch" if what == "fresh" else "resume from %s (%d epoch(s) done)" % (
             meta["params_path"], meta["epoch"])))
+        for n in self.resume_notes:
+            lines.append("checkpoint: " + n)
         for n in cfg.notes:
             lines.append("note: " + n)
         if cfg.command:
@@ -387,7 +480,7 @@ class Engine:
             for k in o._index_update_count:
                 o._index_update_count[k] = start_update
         best = (meta or {}).get("best") or {"top1": -1.0, "epoch": 0}
-        on_disk = ckpt.best_score() if what != "fresh" else None
+        on_disk = self._best_bar(ckpt, what)
         if on_disk and on_disk.get("top1", -1) > best.get("top1", -1):
             best = on_disk
         history = list((meta or {}).get("history", []))
@@ -415,11 +508,10 @@ class Engine:
                     state = {"epoch": epoch + 1, "num_update": int(step.optimizer.num_update), "best": best,
                              "seed": cfg.seed, "history": history[-1000:],
                              "config": {"fingerprint": self._fingerprint(), "model": cfg.model}}
-                    ckpt.save("latest", state)
-                    if improved:
-                        ckpt.save("best", state, same_as="latest")
+                    tags = ["latest"] + (["best"] if improved else [])
                     if cfg.save_frequency and ((epoch + 1) % cfg.save_frequency == 0 or epoch + 1 == cfg.epochs):
-                        ckpt.save("%04d" % (epoch + 1), state, same_as="latest")
+                        tags.append("%04d" % (epoch + 1))
+                    ckpt.save(tags, state)  # one unit: all of them or none
                     self._log_epoch(rec, best)
                     if self.rank == 0:
                         for hook in cfg.on_epoch:
@@ -432,6 +524,20 @@ class Engine:
                  self.tag, cfg.epochs, best["top1"], 1 - best["top1"], best["epoch"], ckpt.base)
         return 0
 
+    def _best_bar(self, ckpt, what):
+        """The on-disk ``best`` a new best must beat: always on a resume; on a start from scratch when the
+        valid ``best`` on disk was written with the same settings (a restarted run never replaces a better one)."""
+        m = ckpt.read("best")
+        if not m or not m.get("best"):
+            return None
+        if what == "fresh":
+            old = (m.get("config") or {}).get("fingerprint")
+            if old is not None and _flatten(old) != _flatten(self._fingerprint()):
+                return None
+            log.info("%sthe best on disk, top-1 %.4f (epoch %d, %s), is the bar for this run's best", self.tag,
+                     m["best"].get("top1", -1), m["best"].get("epoch", 0), os.path.basename(m["params_path"]))
+        return m["best"]
+
     def _warmup(self):
         """FBN ``--warmup`` (docs/reference/fbn.md §5.1): one extra epoch at a low rate with a fresh optimizer, saved as
         ``<prefix>-warm-0001.params`` and reused when it exists; returns (its parameter file, exit status)."""
@@ -443,12 +549,15 @@ class Engine:
                                    log_file=cfg.log_path)
         eng = Engine(wcfg, self.data, self.build_model, tag="Warmup ")
         eng.prepare()
-        done = Checkpointer(wcfg.ckpt_dir, wcfg.prefix, None).path("0001", ".params")
-        if os.path.exists(done):
-            log.info("warm-up: reusing %s", done)
-            return done, 0
-        log.info("warm-up: 1 epoch at lr %g (%s) before the schedule", ph["lr"], ph["optimizer"].name)
-        return done, eng.run()
+        try:
+            done = Checkpointer(wcfg.ckpt_dir, wcfg.prefix, None).path("0001", ".params")
+            if os.path.exists(done):
+                log.info("warm-up: reusing %s", done)
+                return done, 0
+            log.info("warm-up: 1 epoch at lr %g (%s) before the schedule", ph["lr"], ph["optimizer"].name)
+            return done, eng.run()
+        finally:
+            eng.release()
 
     def _epoch(self, step, train, val, epoch, iters):
         cfg = self.cfg
@@ -530,6 +639,14 @@ def run(cfg, data, build_model):
     """Check, then train (or with ``cfg.dry_run`` print the plan); returns the exit status."""
     eng = Engine(cfg, data, build_model)
     eng.prepare()
+    try:
+        return _run_prepared(eng)
+    finally:
+        eng.release()
+
+
+def _run_prepared(eng):
+    cfg = eng.cfg
     if cfg.dry_run:
         for line in eng.plan_lines():
             print(line)
