@@ -178,7 +178,7 @@ def test_interrupt_and_divergence_keep_the_last_good_checkpoint(name, digits_sma
     assert r.returncode == 0 and "1 epoch(s) done" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
     best = open(ck.path("best", ".json")).read()
     latest_params = open(ck.path("latest", ".params"), "rb").read()
-    r = _run(fam.cmd(digits_small, out, epochs=3, extra=["--lr", "1e6"]))
+    r = _run(fam.cmd(digits_small, out, epochs=3, extra=["--lr", "1e6", "--resume-changed"]))
     assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
     assert "at epoch 3, iteration" in r.stderr and "the last good checkpoint is kept" in r.stderr, r.stderr[-2000:]
     assert ck.read("latest")["epoch"] == 2

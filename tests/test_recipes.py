@@ -322,8 +322,11 @@ def test_blnet_folders_then_resume_on_recordio(tmp_path):
     assert [r["epoch"] for r in recs_log] == [1, 2]
     assert abs(recs_log[0]["lr"] - base) < 1e-9 and abs(recs_log[1]["lr"] - base / 2) < 1e-9
     # the same run continues on RecordIO (auto-detected) for one more epoch of a longer schedule (the new T_max
-    # applies, as in the official code); the class count comes from the data both times
-    assert blnet.main([str(recs), "--epochs", "3"] + common) == 0
+    # applies, as in the official code); the class count comes from the data both times. Other data files and
+    # another epoch count of the cosine schedule are changed settings: refused unless --resume-changed
+    with pytest.raises(UsageError, match="--resume-changed"):
+        blnet.main([str(recs), "--epochs", "3"] + common)
+    assert blnet.main([str(recs), "--epochs", "3", "--resume-changed"] + common) == 0
     recs_log = [json.loads(l) for l in open(os.path.join(run, "bl_resnet50-metrics.jsonl"))]
     assert [r["epoch"] for r in recs_log] == [1, 2, 3]  # epochs 1-2 were not trained again
     assert abs(recs_log[2]["lr"] - base * (1 + math.cos(2 * math.pi / 3)) / 2) < 1e-9
