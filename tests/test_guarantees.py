@@ -6,7 +6,7 @@ an FBN symbol network (cifar/train_cifar.py), an AFF model (cifar/train_aff_cifa
   the same parameters, learning rates and best score as an uninterrupted run (same LR and optimizer
   state: plain SGD, one decoding thread, so both runs are deterministic);
 * every check before the first step: a one-line message naming the flag, exit status 2, nothing written;
-* a diverging run (``--lr 1e6`` on a resumed run): stops naming the epoch and iteration, exit status 1,
+* a diverging run (``--lr 1e6 --resume-changed`` on a resumed run): stops naming the epoch and iteration, exit status 1,
   ``latest`` and ``best`` stay the last good ones;
 * SIGINT / SIGTERM: "interrupted at epoch E, iteration I; run the same command to resume", exit status
   130 / 143, and the last complete epoch is an intact checkpoint.

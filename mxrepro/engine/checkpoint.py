@@ -324,7 +324,7 @@ class Checkpointer:
         pat = re.compile(re.escape(os.path.basename(self.base)) + r"-(\d{4})\.(params|json)$")
         out = set()
         for f in glob.glob(glob.escape(self.base) + "-*"):
-            m = pat.search(os.path.basename(f))
+            m = pat.match(os.path.basename(f))
             if m:
                 out.add(int(m.group(1)))
         return sorted(out, reverse=True)

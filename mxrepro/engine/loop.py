@@ -226,8 +226,8 @@ class Engine:
             self.model = self.build_model(self.num_classes)
         except (ValueError, TypeError) as e:
             raise UsageError("cannot build %s: %s" % (cfg.model, e))
-        self._take_lock()
         try:
+            self._take_lock()
             self.ckpt_plan = self._resume_plan()
         except BaseException:
             self.release()
