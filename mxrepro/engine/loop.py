@@ -486,7 +486,7 @@ class Engine:
         history = list((meta or {}).get("history", []))
         if meta:
             log.info("%sresume (%s): %s, %d epoch(s) done, update %d, lr %.6g next, best top-1 %.4f (epoch %d)",
-                     self.tag, "explicit" if what == "explicit" else "latest checkpoint; %s starts over" % cfg.flag("fresh"),
+                     self.tag, "explicit" if what == "explicit" else "newest valid checkpoint; %s starts over" % cfg.flag("fresh"),
                      meta["params_path"], begin, start_update, sched.lr_at(start_update), best.get("top1", -1),
                      best.get("epoch", 0))
         log.info("%straining epochs %d..%d, %d iterations per epoch, %s, %d parameters", self.tag, begin + 1,
