@@ -13,13 +13,14 @@ HybridBlock or a Symbol. In order:
    classes is an error; the class count comes from the data when the script does not fix it), the
    model builder's own arguments.
 2. ``--dry-run`` stops here and prints the resolved plan and the command; it writes nothing.
-3. Logging to ``<output_dir>/<prefix>.log``; resume from the ``latest`` checkpoint unless told to
-   start fresh (:mod:`.checkpoint`); the LR schedule rebuilt from the config at the checkpoint's
+3. The run's lock (one run per checkpoint prefix) and the recovery of an interrupted checkpoint write;
+   logging to ``<output_dir>/<prefix>.log``; resume from the newest valid checkpoint, written with the
+   same settings, unless told to start fresh (:mod:`.checkpoint`); the LR schedule rebuilt from the config at the checkpoint's
    update count (:mod:`.schedule`); the optimizer built by :mod:`.optim`; one step implementation
    (:mod:`.steps`).
 4. Epochs: every epoch re-seeds Python/NumPy/MXNet from (seed, epoch) and sets the loaders' epoch
    (data order and augmentation are functions of the epoch), trains, validates (top-1, top-k for
-   k < classes), saves ``latest``, ``best`` when it improved, ``NNNN`` every ``save_frequency``.
+   k < classes), saves ``latest``, ``best`` when it improved, ``NNNN`` every ``save_frequency`` (one unit).
 5. A non-finite or exploding loss, or non-finite parameters at the end of an epoch, stop the run
    (exit status 1) naming the epoch and iteration; nothing of that epoch is saved, so ``latest`` and
    ``best`` stay the last good ones. SIGINT / SIGTERM end the run with "interrupted at epoch E,
