@@ -2,7 +2,7 @@
 
 * (a) SIGKILL at a chosen file step of a checkpoint write (``MXREPRO_FAULT_CKPT=N``) and at random
   moments, each followed by the same command: the run ends with the parameters and the best of an
-  uninterrupted run (2 kills per family here, 12 per family under ``-m slow``);
+  uninterrupted run (2 kills per family here, at least 10 per family under ``-m slow``);
 * (b) ``latest``, ``best`` and ``NNNN`` are independent files: a truncated ``latest`` leaves the others,
   and the re-run says so in one line and falls back; a restart from scratch never replaces a better best;
 * (c) one run per checkpoint prefix: a second run is refused naming the first's pid; a dead run's lock
@@ -94,34 +94,31 @@ def _kill_at_random(cmd, delay):
         return p.wait()
 
 
-def _kills(name, digits_small, refs, tmp_path, n_kills, rng):
-    """Alternate kills at a file step of a checkpoint write and at a random moment, then run to the end."""
+def _kills(name, digits_small, refs, tmp_path, plan, rng):
+    """Run the family's command killed as ``plan`` says, each time the same command again, then to the end;
+    ``plan`` items: "moment" (SIGKILL after a random part of the reference run's duration), "step" (at a
+    random file step of all the run's checkpoint writes; only for a run from scratch), "first" (at a random
+    file step of the run's first checkpoint write). Returns (kills, what happened)."""
     fam = FAMILIES[name]
     ref, dur = refs(name)
-    total = _total_steps(fam, ref)
     out = tmp_path / "cut"
     cmd = _cmd(fam, digits_small, out)
     kills, log = 0, []
-    for i in range(4 * n_kills):
-        if kills == n_kills:
-            break
-        if i % 2 == 0:  # a file step: counted from this process's first checkpoint write
-            done = fam.checkpoints(out).read("latest")
-            left = total if done is None else max(1, total * (EPOCHS - done["epoch"]) // EPOCHS)
-            n = rng.randint(1, left)
+    for kind in plan:
+        done = fam.checkpoints(out).read("latest")
+        if kind == "moment":
+            delay = rng.uniform(0.3, 0.9) * dur
+            rc, what = _kill_at_random(cmd, delay), "after %.1f s" % delay
+        else:
+            n = rng.randint(1, _total_steps(fam, ref) if kind == "step" else commit_steps(1))
             r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT,
                                env=dict(os.environ, PYTHONUNBUFFERED="1", **{FAULT_ENV: str(n)}))
-            rc, what = r.returncode, "step %d" % n
-            if done is not None:
-                assert "start: from scratch" not in r.stdout, "a valid checkpoint existed:\n" + r.stdout[-3000:]
-        else:
-            delay = rng.uniform(0.3, 1.0) * dur
-            rc, what = _kill_at_random(cmd, delay), "%.1f s" % delay
-        log.append((what, rc))
+            rc, what = r.returncode, "at step %d" % n
+            if done is not None:  # a valid latest: the run continues it
+                assert "start: from scratch" not in r.stdout, r.stdout[-3000:]
+        log.append((kind, what, rc))
         assert rc in (0, -signal.SIGKILL), (log, rc)
         kills += rc == -signal.SIGKILL
-        if rc == 0:
-            break
     r = _run(cmd)
     assert r.returncode == 0, (log, r.stdout[-3000:] + r.stderr[-3000:])
     _same_as_ref(fam, ref, out)
@@ -129,8 +126,8 @@ def _kills(name, digits_small, refs, tmp_path, n_kills, rng):
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
-def test_kills_at_file_steps_and_random_moments_end_like_an_uninterrupted_run(name, digits_small, refs, tmp_path):
-    kills, log = _kills(name, digits_small, refs, tmp_path, 2, random.Random(name))
+def test_kills_at_random_moments_and_file_steps_end_like_an_uninterrupted_run(name, digits_small, refs, tmp_path):
+    kills, log = _kills(name, digits_small, refs, tmp_path, ["moment", "first"], random.Random(name))
     assert kills >= 1, log
 
 
@@ -139,8 +136,9 @@ def test_kills_at_file_steps_and_random_moments_end_like_an_uninterrupted_run(na
 def test_many_kills_end_like_an_uninterrupted_run(name, digits_small, refs, tmp_path):
     seed = int(os.environ.get("MXREPRO_KILL_SEED", "0"))
     got = 0
-    for k in range(6):  # each run to the end after up to 2 kills: at least 10 kills in all
-        kills, log = _kills(name, digits_small, refs, tmp_path / str(k), 2, random.Random("%s-%d-%d" % (name, seed, k)))
+    for k in range(6):  # "step" and "first" kill unless the run is already complete: at least 10 kills
+        kills, log = _kills(name, digits_small, refs, tmp_path / str(k), ["step", "first", "moment"],
+                            random.Random("%s-%d-%d" % (name, seed, k)))
         got += kills
     assert got >= 10, got
 
@@ -210,14 +208,14 @@ def test_two_runs_at_once_script_exit_status(digits_small, tmp_path):
     """The tester's case: the same FBN command twice at once; the second stops with exit status 2."""
     fam = FAMILIES["fbn"]
     out = tmp_path / "run"
-    first = subprocess.Popen(_cmd(fam, digits_small, out, epochs=1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    first = subprocess.Popen(_cmd(fam, digits_small, out, epochs=2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True, cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     try:
         for line in first.stdout:
             if "Epoch[1] Batch[1/" in line:
                 first.send_signal(signal.SIGSTOP)  # paused while holding the lock, so the second surely meets it
                 break
-        r = _run(_cmd(fam, digits_small, out, epochs=1, extra=["--seed", "2"]))
+        r = _run(_cmd(fam, digits_small, out, epochs=2, extra=["--seed", "2"]))
     finally:
         first.send_signal(signal.SIGCONT)
         rest = first.communicate()[0]
@@ -226,7 +224,7 @@ def test_two_runs_at_once_script_exit_status(digits_small, tmp_path):
     assert first.returncode == 0, rest[-2000:]
     epochs = [json.loads(l)["epoch"] for l in open(os.path.join(str(out), "log", "g-metrics.jsonl"))
               if '"kind": "epoch"' in l]
-    assert epochs == [1]
+    assert epochs == [1, 2]  # each epoch once: the second run wrote nothing
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
