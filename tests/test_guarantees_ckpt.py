@@ -243,7 +243,8 @@ def test_changed_settings_are_refused_then_accepted_with_resume_changed(name, di
                                                                  "blnet": "--resume fresh"}[name] in msg, msg
     for part in ("lr_schedule.lr %s -> " % old_lr, "seed 0 -> 7", "data.train.path %s" % digits_small):
         assert part in msg, (part, msg)
-    assert fam.main(fam.args(str(other), out, epochs=EPOCHS + 1, extra=EXTRA[name] + changed + ["--resume-changed"])) == 0
+    again = fam.args(str(other), out, epochs=EPOCHS + 1, extra=EXTRA[name] + changed + ["--resume-changed"])
+    assert fam.main(again) == 0
     text = capsys.readouterr().out
     assert "continuing with changed settings" in text and "%d epoch(s) done" % EPOCHS in text, text[-2000:]
     fp = fam.checkpoints(out).read("latest")["config"]["fingerprint"]

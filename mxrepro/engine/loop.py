@@ -13,11 +13,11 @@ HybridBlock or a Symbol. In order:
    classes is an error; the class count comes from the data when the script does not fix it), the
    model builder's own arguments.
 2. ``--dry-run`` stops here and prints the resolved plan and the command; it writes nothing.
-3. The run's lock (one run per checkpoint prefix) and the recovery of an interrupted checkpoint write;
-   logging to ``<output_dir>/<prefix>.log``; resume from the newest valid checkpoint, written with the
-   same settings, unless told to start fresh (:mod:`.checkpoint`); the LR schedule rebuilt from the config at the checkpoint's
-   update count (:mod:`.schedule`); the optimizer built by :mod:`.optim`; one step implementation
-   (:mod:`.steps`).
+3. The run's lock (one run per checkpoint prefix) and the recovery of an interrupted checkpoint
+   write; logging to ``<output_dir>/<prefix>.log``; resume from the newest valid checkpoint, written
+   with the same settings, unless told to start fresh (:mod:`.checkpoint`); the LR schedule rebuilt
+   from the config at the checkpoint's update count (:mod:`.schedule`); the optimizer built by
+   :mod:`.optim`; one step implementation (:mod:`.steps`).
 4. Epochs: every epoch re-seeds Python/NumPy/MXNet from (seed, epoch) and sets the loaders' epoch
    (data order and augmentation are functions of the epoch), trains, validates (top-1, top-k for
    k < classes), saves ``latest``, ``best`` when it improved, ``NNNN`` every ``save_frequency`` (one unit).
@@ -343,12 +343,14 @@ class Engine:
         unknown = sorted(k for k in new if k not in old)
         if unknown:
             self.resume_notes.append("%s does not record %s: not checked" % (name, ", ".join(unknown)))
-        diff = ["%s %s -> %s" % (k, _short(old[k]), _short(new[k])) for k in sorted(old) if k in new and old[k] != new[k]]
+        diff = ["%s %s -> %s" % (k, _short(old[k]), _short(new[k]))
+                for k in sorted(old) if k in new and old[k] != new[k]]
         if not diff:
             return
         if not cfg.resume_changed:
-            raise UsageError("%s was written with other settings (%s): pass %s to start fresh or %s to continue with the "
-                             "new settings" % (name, "; ".join(diff), cfg.flag("fresh"), cfg.flag("resume_changed")))
+            raise UsageError("%s was written with other settings (%s): pass %s to start fresh or %s to continue with "
+                             "the new settings" % (name, "; ".join(diff), cfg.flag("fresh"),
+                                                   cfg.flag("resume_changed")))
         self.resume_notes.append("%s: continuing with changed settings (%s)" % (cfg.flag("resume_changed"),
                                                                                 "; ".join(diff)))
 
@@ -487,7 +489,8 @@ class Engine:
         history = list((meta or {}).get("history", []))
         if meta:
             log.info("%sresume (%s): %s, %d epoch(s) done, update %d, lr %.6g next, best top-1 %.4f (epoch %d)",
-                     self.tag, "explicit" if what == "explicit" else "newest valid checkpoint; %s starts over" % cfg.flag("fresh"),
+                     self.tag, "explicit" if what == "explicit" else
+                     "newest valid checkpoint; %s starts over" % cfg.flag("fresh"),
                      meta["params_path"], begin, start_update, sched.lr_at(start_update), best.get("top1", -1),
                      best.get("epoch", 0))
         log.info("%straining epochs %d..%d, %d iterations per epoch, %s, %d parameters", self.tag, begin + 1,

@@ -141,7 +141,8 @@ def cifar_config(args, argv):
         optimizer=G.optimizer_from_args(args, no_wd=no_wd), initializer="xavier", dtype=args.dtype,
         hybridize=args.mode == "hybrid", label_smoothing=0.1 if args.label_smoothing else 0.0, mixup=mixup,
         mixup_alpha=alpha, mixup_off_epoch=off, output_dir=save_dir, prefix=run, log_file=log_file,
-        save_frequency=args.save_frequency, resume=resume, resume_epoch=repoch, resume_states=rstates, resume_changed=args.resume_changed,
+        save_frequency=args.save_frequency, resume=resume, resume_epoch=repoch, resume_states=rstates,
+        resume_changed=args.resume_changed,
         init_params=args.pretrained or args.resume_from, seed=args.seed, log_interval=args.log_interval,
         max_batches=args.max_batches, flags=dict(G.FLAGS, num_classes="--num-classes"), command=list(argv),
         notes=notes, dry_run=args.dry_run)
@@ -268,7 +269,8 @@ def imagenet_config(args, argv):
         optimizer=G.optimizer_from_args(args), initializer="msra", dtype=args.dtype, hybridize=args.mode == "hybrid",
         label_smoothing=0.1 if args.label_smoothing else 0.0, mixup=args.mixup, mixup_alpha=args.mixup_alpha,
         mixup_off_epoch=args.mixup_off_epoch, output_dir=save_dir, prefix=run, log_file=G.log_path(args, save_dir, run),
-        save_frequency=args.save_frequency, resume=resume, resume_epoch=repoch, resume_states=rstates, resume_changed=args.resume_changed,
+        save_frequency=args.save_frequency, resume=resume, resume_epoch=repoch, resume_states=rstates,
+        resume_changed=args.resume_changed,
         init_params=args.pretrained, seed=args.seed, log_interval=args.log_interval, max_batches=args.max_batches,
         flags=G.FLAGS, command=list(argv), notes=notes, dry_run=args.dry_run)
     return cfg, data, lambda classes: get_model(name, classes=classes, **kw)

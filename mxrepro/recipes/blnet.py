@@ -92,7 +92,9 @@ def build_parser():
                    help="auto: continue from the latest checkpoint in --save-dir when there is one (the default); "
                         "fresh: start over; an epoch number or a SAVE_DIR/ARCH-NNNN.params path (its .states and "
                         ".json are used when present)")
-    r.add_argument("--resume-changed", action="store_true", help="continue the checkpoint although settings that define the run changed (a plain re-run with other settings stops and lists them); the new settings are recorded")
+    r.add_argument("--resume-changed", action="store_true",
+                    help="continue the checkpoint although settings that define the run changed (a plain "
+                         "re-run with other settings stops and lists them); the new settings are recorded")
     r.add_argument("--pretrained", default="", help="start from these weights (this project's .params or a released "
                                                     "bL-Net .pth, docs/weights.md) with a fresh schedule")
     r.add_argument("--log-interval", type=int, default=50, help="log every N batches")
@@ -194,7 +196,8 @@ def config_from_args(args, argv):
         optimizer=OptimizerSpec(args.optimizer, args.momentum, args.wd, multi_precision=args.dtype != "float32"),
         initializer="kaiming_out", dtype=args.dtype, hybridize=args.mode == "hybrid", output_dir=save_dir,
         prefix=args.arch, log_file=os.path.join(save_dir, args.arch + ".log"), save_frequency=args.save_frequency,
-        resume=resume, resume_epoch=repoch, resume_changed=args.resume_changed, init_params=args.pretrained, seed=args.seed,
+        resume=resume, resume_epoch=repoch, resume_changed=args.resume_changed, init_params=args.pretrained,
+        seed=args.seed,
         log_interval=args.log_interval, max_batches=args.max_batches, top_k=5, flags=FLAGS, command=list(argv),
         notes=notes, dry_run=args.dry_run)
     return cfg, data, lambda classes: get_model(args.arch, classes=classes, **kw)

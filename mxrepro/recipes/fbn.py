@@ -161,7 +161,9 @@ def build_parser(dataset):
                    help="continue from the newest checkpoint of --model-prefix if there is one (the default)")
     g.add_argument("--no-auto-resume", dest="auto_resume", action="store_false",
                    help="ignore existing checkpoints and start from scratch (overwriting them)")
-    g.add_argument("--resume-changed", action="store_true", help="continue the checkpoint although settings that define the run changed (a plain re-run with other settings stops and lists them); the new settings are recorded")
+    g.add_argument("--resume-changed", action="store_true",
+                    help="continue the checkpoint although settings that define the run changed (a plain "
+                         "re-run with other settings stops and lists them); the new settings are recorded")
 
     g = p.add_argument_group("modes")
     g.add_argument("--reference-compat", action="store_true",
@@ -292,7 +294,9 @@ def config_from_args(args, argv):
         log_file=os.path.join(args.output_dir, args.log_file or os.path.join("log", args.model_prefix + ".log")),
         save_frequency=1, resume="fresh" if not args.auto_resume and not args.retrain else (retrain_path or "auto"),
         resume_epoch=(args.begin_epoch if args.begin_epoch is not None else args.model_load_epoch) if args.retrain
-        else None, init_params=args.pretrained, resume_changed=args.resume_changed, warmup_phase=warm, seed=args.seed, log_interval=args.frequent, top_k=5, flags=FLAGS,
+        else None, init_params=args.pretrained,
+        resume_changed=args.resume_changed, warmup_phase=warm, seed=args.seed, log_interval=args.frequent, top_k=5,
+        flags=FLAGS,
         command=list(argv), notes=notes, dry_run=args.dry_run)
     return cfg, data, lambda classes: get_model(args.network, **_net_kwargs(args, classes))
 

@@ -69,7 +69,9 @@ def add_train_args(parser):
     g.add_argument("--auto-resume", action="store_true",
                    help="resume from the latest checkpoint in --save-dir (the default; kept for old command lines)")
     g.add_argument("--no-resume", action="store_true", help="start from scratch, overwriting the run's checkpoints")
-    g.add_argument("--resume-changed", action="store_true", help="continue the checkpoint although settings that define the run changed (a plain re-run with other settings stops and lists them); the new settings are recorded")
+    g.add_argument("--resume-changed", action="store_true",
+                    help="continue the checkpoint although settings that define the run changed (a plain "
+                         "re-run with other settings stops and lists them); the new settings are recorded")
     g.add_argument("--pretrained", type=str, default="",
                    help="start from these weights (this project's .params, or a released checkpoint converted by "
                         "name, docs/weights.md) with a fresh schedule")
