@@ -246,7 +246,10 @@ class Engine:
             if info:
                 cfg.notes.append("a run is active on %s: %s" % (lock.path, RunLock.describe(info)))
             return
-        if self.rank != 0:
+        if self.rank != 0:  # rank 0 recovers an interrupted write: read the checkpoints after it has
+            journal, t0 = Checkpointer(cfg.ckpt_dir, cfg.prefix, None).journal, time.time()
+            while os.path.exists(journal) and time.time() - t0 < 300:
+                time.sleep(0.5)
             return
         try:
             stale = lock.acquire(shlex.join(cfg.command) if cfg.command else cfg.model)
