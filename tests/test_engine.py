@@ -268,6 +268,16 @@ def test_a_journal_with_a_broken_file_is_discarded(tmp_path):
     assert m["epoch"] == 1 and m["tag"] == "0001"
 
 
+def test_recover_removes_only_this_prefixs_temporary_files(tmp_path):
+    names = [".tmp-run-latest.params.0a1b2c3d", ".tmp-run-0004.json.00ff00ff", ".tmp-run-journal.12345678",
+             ".tmp-run-symbol.json.9abcdef0", ".tmp-run-warm-latest.params.0a1b2c3d", ".tmp-runx-best.states.0a1b2c3d",
+             "run-latest.params"]
+    for n in names:
+        open(str(tmp_path / n), "wb").close()  # zero-byte, as a kill right after creating them leaves them
+    assert Checkpointer(str(tmp_path), "run", None).recover() is None
+    assert sorted(os.listdir(tmp_path)) == sorted(names[4:])
+
+
 def test_a_failed_write_leaves_the_previous_checkpoint(tmp_path):
     """The API for disk-full handling: the original OSError, no temporary files, the old latest valid."""
     import errno
