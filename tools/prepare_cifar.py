@@ -215,7 +215,9 @@ def run(args):
     spec = SPECS[args.dataset]
     if args.coarse_labels and args.dataset != "cifar100":
         raise D.DatasetError("--coarse-labels only applies to --dataset cifar100")
+    D.check_positive(args.threads, "--threads", "im2rec packing processes")
     out = os.path.abspath(args.out)
+    D.check_out(out)  # writable before a download; the free space is checked once the images are known
     src_path = args.src if args.src else download(spec, out)
     src = _Source(src_path, spec, args.dataset)
     meta = src.load(spec["meta"])

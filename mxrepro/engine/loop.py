@@ -45,10 +45,10 @@ import time
 import mxnet as mx
 import numpy as np
 
-from . import dist
+from . import disk, dist
 from ..cli import device_count
 from .checkpoint import Checkpointer
-from .config import DataError, Diverged, Interrupted, UsageError, check_output_dir
+from .config import DataError, DiskFull, Diverged, Interrupted, UsageError
 from .optim import OptimizerSpec, make_optimizer
 from .schedule import ScheduleSpec, build_schedule
 from .steps import GluonStep, ModuleStep
@@ -103,8 +103,30 @@ def parse_devices(devices, flag="--gpus"):
     return [mx.gpu(i) for i in ids]
 
 
+class QuietFileHandler(logging.FileHandler):
+    """A log file that stops at its first failed write (disk full, read-only) with one note on stderr,
+    instead of a traceback for every later line; the console keeps logging."""
+    failed = False
+
+    def emit(self, record):
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record):
+        if self.failed:
+            return
+        self.failed = True
+        e = sys.exc_info()[1]
+        sys.stderr.write("note: cannot write the log file %s (%s); the log continues on the console only\n"
+                         % (self.baseFilename, getattr(e, "strerror", None) or e))
+        try:
+            self.close()
+        except (OSError, ValueError):
+            pass
+
+
 def setup_logging(log_file=None, level=logging.INFO):
-    """Log to the console and, when given, to ``log_file`` (its folder is created)."""
+    """Log to the console and, when given, to ``log_file`` (its folder is created; see QuietFileHandler)."""
     root = logging.getLogger()
     root.setLevel(level)
     for h in list(root.handlers):  # the handlers of an earlier run in this process (others are left alone)
@@ -114,7 +136,7 @@ def setup_logging(log_file=None, level=logging.INFO):
     handlers = [logging.StreamHandler(sys.stdout)]
     if log_file:
         os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
-        handlers.append(logging.FileHandler(log_file))
+        handlers.append(QuietFileHandler(log_file))
     for h in handlers:
         h._mxrepro = True
         h.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
@@ -173,9 +195,7 @@ class Engine:
         """Everything that can fail on bad input, before anything is written."""
         cfg = self.cfg
         cfg.validate()
-        check_output_dir(cfg.output_dir, cfg.flag("output_dir"))
-        if cfg.ckpt_dir != cfg.output_dir:
-            check_output_dir(cfg.ckpt_dir, cfg.flag("checkpoint_dir"))
+        disk.check_outputs(cfg)
         try:
             self.contexts = parse_devices(cfg.devices, cfg.flag("devices"))
         except UsageError as e:
@@ -211,6 +231,13 @@ class Engine:
         except (ValueError, TypeError) as e:
             raise UsageError("cannot build %s: %s" % (cfg.model, e))
         self.ckpt_plan = self._resume_plan()
+        if self.rank == 0:  # free space for the checkpoints and the log, before anything is written
+            n = self.data.num_train() if self.have_data else None
+            upe = self.data.batches_per_epoch(n, self.per_worker, self.workers) if n else None
+            self.space_params = disk.count_params(self.model, cfg.input_shape)
+            if self.space_params is not None:
+                disk.check_free_space(cfg, self.space_params, min(upe, cfg.max_batches or upe) if upe else None,
+                                      done=int(self.ckpt_plan[1]["epoch"]) if self.ckpt_plan[1] else 0)
 
     def _num_classes(self):
         cfg, s = self.cfg, self.summary
@@ -356,7 +383,7 @@ class Engine:
             init_path = cfg.init_params
         sched = build_schedule(cfg.schedule, cfg.lr, cfg.epochs, self._schedule_unit(iters, train.num_records))
         step = self.make_step()
-        ckpt = Checkpointer(cfg.ckpt_dir, cfg.prefix, step, rank=self.rank, log=log)
+        ckpt = disk.guard_saves(Checkpointer(cfg.ckpt_dir, cfg.prefix, step, rank=self.rank, log=log))
         if cfg.seed is not None:
             seed_everything(cfg.seed)
         try:
@@ -398,8 +425,9 @@ class Engine:
                      best.get("epoch", 0))
         log.info("%straining epochs %d..%d, %d iterations per epoch, %s, %d parameters", self.tag, begin + 1,
                  cfg.epochs, iters, batch_line(cfg, self.per_worker, len(self.contexts), self.workers), step.num_params())
-        metrics_path = os.path.join(os.path.dirname(os.path.abspath(cfg.log_path)), cfg.prefix + "-metrics.jsonl")
-        self.metrics_path = metrics_path if self.rank == 0 else None
+        if self.rank == 0 and getattr(self, "space_params", 0) is None:  # shapes known only now
+            disk.check_free_space(cfg, step.num_params(), done=begin)
+        self.metrics_path = cfg.metrics_path if self.rank == 0 else None
         with _Signals():
             try:
                 for epoch in range(begin, cfg.epochs):
@@ -428,6 +456,8 @@ class Engine:
                 log.info("%sinterrupted at epoch %d, iteration %d; run the same command to resume (the last complete "
                          "epoch is in %s)", self.tag, self.where[0], self.where[1], ckpt.path("latest", ".params"))
                 return e.exit_code
+            except disk.WriteFailed as e:
+                raise DiskFull(disk.full_message(e, self.where[0], cfg.ckpt_dir, cfg.prefix))
         log.info("%sfinished %d epochs; best top-1 %.4f (error %.4f) at epoch %d; checkpoints %s-{latest,best,NNNN}",
                  self.tag, cfg.epochs, best["top1"], 1 - best["top1"], best["epoch"], ckpt.base)
         return 0
@@ -507,8 +537,7 @@ class Engine:
 
     def _record(self, rec):
         if self.metrics_path:
-            with open(self.metrics_path, "a") as f:
-                f.write(json.dumps(rec) + "\n")
+            disk.append_line(self.metrics_path, json.dumps(rec) + "\n")
 
     def _log_epoch(self, rec, best):
         s = "%s[Epoch %d/%d] train: loss=%.4f top1=%.4f lr=%.6g speed=%.1f img/s time=%.1f s" % (

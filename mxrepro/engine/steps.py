@@ -163,9 +163,19 @@ class ModuleStep:
         self.mod.load_optimizer_states(path)
 
     def write_extras(self, base):
-        """``<prefix>-symbol.json`` beside the parameters (mx.model.load_checkpoint reads both)."""
+        """``<prefix>-symbol.json`` beside the parameters (mx.model.load_checkpoint reads both), written
+        by Python (MXNet's writer loses a failed tail silently on a full disk) and only when it changed."""
         from .checkpoint import atomic_write
-        atomic_write(base + "-symbol.json", self.symbol.save)
+        path, text = base + "-symbol.json", self.symbol.tojson()
+        if os.path.isfile(path):
+            with open(path) as f:
+                if f.read() == text:
+                    return
+
+        def write(tmp):
+            with open(tmp, "w") as f:
+                f.write(text)
+        atomic_write(path, write)
 
     def params_finite(self):
         arg, aux = self.mod.get_params()

@@ -291,7 +291,8 @@ def config_from_args(args, argv):
         log_file=os.path.join(args.output_dir, args.log_file or os.path.join("log", args.model_prefix + ".log")),
         save_frequency=1, resume="fresh" if not args.auto_resume and not args.retrain else (retrain_path or "auto"),
         resume_epoch=(args.begin_epoch if args.begin_epoch is not None else args.model_load_epoch) if args.retrain
-        else None, init_params=args.pretrained, warmup_phase=warm, seed=args.seed, log_interval=args.frequent, top_k=5, flags=FLAGS,
+        else None, init_params=args.pretrained, warmup_phase=warm, seed=args.seed, log_interval=args.frequent, top_k=5,
+        flags=dict(FLAGS, log_file="--log-file") if args.log_file else FLAGS,
         command=list(argv), notes=notes, dry_run=args.dry_run)
     return cfg, data, lambda classes: get_model(args.network, **_net_kwargs(args, classes))
 
