@@ -152,7 +152,8 @@ def _until_epoch1(cmd, fs):
             for _ in range(50):   # the run keeps writing: retry while it grows past the size just read
                 st = os.statvfs(str(fs))
                 kb = (st.f_blocks - st.f_bfree) * st.f_frsize // 1024
-                if subprocess.run(["mount", "-o", "remount,size=%dk" % max(kb, 4), str(fs)], capture_output=True).returncode == 0:
+                shrink = ["mount", "-o", "remount,size=%dk" % max(kb, 4), str(fs)]
+                if subprocess.run(shrink, capture_output=True).returncode == 0:
                     break
             else:
                 pytest.fail("could not shrink the tmpfs")

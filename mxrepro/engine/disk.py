@@ -17,7 +17,8 @@ import tempfile
 from .config import UsageError
 
 __all__ = ["DISK_ERRNOS", "WriteFailed", "writing", "disk_errno", "mount_point", "free_bytes", "check_outputs",
-           "check_output_file", "probe_writable", "checkpoint_bytes", "states_per_param", "check_free_space", "describe", "MB"]
+           "check_output_file", "probe_writable", "checkpoint_bytes", "states_per_param", "check_free_space",
+           "count_params", "guard_saves", "full_message", "append_line", "describe", "remedy", "MB"]
 
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
 MB = 1024.0 * 1024.0

@@ -143,7 +143,8 @@ def cifar_config(args, argv):
         mixup_alpha=alpha, mixup_off_epoch=off, output_dir=save_dir, prefix=run, log_file=log_file,
         save_frequency=args.save_frequency, resume=resume, resume_epoch=repoch, resume_states=rstates,
         init_params=args.pretrained or args.resume_from, seed=args.seed, log_interval=args.log_interval,
-        max_batches=args.max_batches, flags=dict(G.FLAGS, num_classes="--num-classes", **G.log_flags(args)), command=list(argv),
+        max_batches=args.max_batches, flags=dict(G.FLAGS, num_classes="--num-classes", **G.log_flags(args)),
+        command=list(argv),
         notes=notes, dry_run=args.dry_run)
     if args.save_plot_dir:
         plot = os.path.join(args.save_plot_dir, "%s_history.png" % run)
