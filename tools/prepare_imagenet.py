@@ -223,10 +223,11 @@ def run(args):
             return D.verify_records(prefix, lists[split], shown=os.path.join(out, name + ".rec"), sample=50,
                                     short_side=settings["resize"])
 
-        failed, checked = D.pack({n: lists[sp] for n, (sp, _) in jobs.items()}, common, out,
-                                 resize=s["resize"], quality=s["quality"] or 95, encoding=".jpg",
-                                 pass_through=s["pass_through"], pack_label=s["pack_label"],
-                                 num_thread=args.threads, desc=desc, check=check)
+        with D.disk.writing(os.path.join(out, "+".join(jobs) + ".rec")):  # a full disk: one line, exit 3
+            failed, checked = D.pack({n: lists[sp] for n, (sp, _) in jobs.items()}, common, out,
+                                     resize=s["resize"], quality=s["quality"] or 95, encoding=".jpg",
+                                     pass_through=s["pass_through"], pack_label=s["pack_label"],
+                                     num_thread=args.threads, desc=desc, check=check)
         for name, (split, settings) in jobs.items():
             got = checked[name]
             info.record(name, settings, got["count"], split=split,
