@@ -265,3 +265,22 @@ def test_prepare_digits_removes_a_failed_run(prepare_digits, tmp_path, monkeypat
     assert prepare_digits.main(["--out", str(out)]) == 3
     assert sorted(os.listdir(str(out))) == ["keep.txt"], os.listdir(str(out))
     capsys.readouterr()
+
+
+def test_a_failed_metrics_record_leaves_no_half_line(tmpfs):
+    fs = tmpfs("8k")
+    path = str(fs / "m.jsonl")
+    disk.append_line(path, "x" * 4000 + "\n")
+    with pytest.raises(disk.WriteFailed) as e:
+        disk.append_line(path, "y" * 20000 + "\n")
+    assert e.value.errno == errno.ENOSPC and e.value.path == path
+    assert os.path.getsize(path) == 4001
+
+
+def test_checkpoint_size_rule():
+    from mxrepro.engine import OptimizerSpec
+    head = 64 << 10
+    assert disk.checkpoint_bytes(1000, OptimizerSpec("sgd", momentum=0.9)) == 1000 * 4 * 2 + head
+    assert disk.checkpoint_bytes(1000, OptimizerSpec("sgd", momentum=0.0)) == 1000 * 4 + head
+    assert disk.checkpoint_bytes(1000, OptimizerSpec("adam")) == 1000 * 4 * 3 + head
+    assert disk.checkpoint_bytes(1000, OptimizerSpec("nag", multi_precision=True)) == 1000 * 4 * 3 + head
