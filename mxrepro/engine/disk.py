@@ -18,7 +18,7 @@ from .config import UsageError
 
 __all__ = ["DISK_ERRNOS", "WriteFailed", "writing", "disk_errno", "mount_point", "free_bytes", "check_outputs",
            "check_output_file", "probe_writable", "checkpoint_bytes", "states_per_param", "check_free_space",
-           "count_params", "guard_saves", "full_message", "append_line", "describe", "remedy", "MB"]
+           "count_params", "check_start_space", "guard_saves", "full_message", "append_line", "describe", "remedy", "MB"]
 
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
 MB = 1024.0 * 1024.0
@@ -220,6 +220,20 @@ def count_params(model, input_shape):
                    + sum(np.prod(s) for s in aux or ()))
     except Exception:  # an unusual model: the check falls back to the parameter count after the step is built
         return None
+
+
+def check_start_space(engine):
+    """:func:`check_free_space` for a prepared Engine (model built, resume plan known); returns the
+    parameter count, or None when the shapes are known only once the step is built (checked then)."""
+    cfg, data = engine.cfg, engine.data
+    n = data.num_train() if engine.have_data else None
+    upe = data.batches_per_epoch(n, engine.per_worker, engine.workers) if n else None
+    params = count_params(engine.model, cfg.input_shape)
+    if params is not None:
+        meta = engine.ckpt_plan[1]
+        check_free_space(cfg, params, min(upe, cfg.max_batches or upe) if upe else None,
+                         done=int(meta["epoch"]) if meta else 0)
+    return params
 
 
 def guard_saves(ckpt):

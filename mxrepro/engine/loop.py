@@ -8,7 +8,8 @@
 HybridBlock or a Symbol. In order:
 
 1. **Checks, before anything is written** (one-line messages naming the flag, exit status 2): the
-   config's values (:meth:`RunConfig.validate`), the output folder, devices and the global batch, the
+   config's values (:meth:`RunConfig.validate`), every output path and the free space (:mod:`.disk`),
+   devices and the global batch, the
    data's presence and integrity, labels against the head size (a head smaller than the data's
    classes is an error; the class count comes from the data when the script does not fix it), the
    model builder's own arguments.
@@ -23,7 +24,8 @@ HybridBlock or a Symbol. In order:
 5. A non-finite or exploding loss, or non-finite parameters at the end of an epoch, stop the run
    (exit status 1) naming the epoch and iteration; nothing of that epoch is saved, so ``latest`` and
    ``best`` stay the last good ones. SIGINT / SIGTERM end the run with "interrupted at epoch E,
-   iteration I; run the same command to resume" (exit status 130 / 143).
+   iteration I; run the same command to resume" (exit status 130 / 143). A write that fails on a full
+   or read-only disk stops it with one line naming the last complete checkpoint (exit status 3).
 
 Log lines (one format for every family; tools/parse_log.py reads them):
 ``Epoch[E] Batch[i/N] Update[U] speed=S img/s loss=L top1=A lr=R`` every ``log_interval`` batches and
@@ -231,13 +233,7 @@ class Engine:
         except (ValueError, TypeError) as e:
             raise UsageError("cannot build %s: %s" % (cfg.model, e))
         self.ckpt_plan = self._resume_plan()
-        if self.rank == 0:  # free space for the checkpoints and the log, before anything is written
-            n = self.data.num_train() if self.have_data else None
-            upe = self.data.batches_per_epoch(n, self.per_worker, self.workers) if n else None
-            self.space_params = disk.count_params(self.model, cfg.input_shape)
-            if self.space_params is not None:
-                disk.check_free_space(cfg, self.space_params, min(upe, cfg.max_batches or upe) if upe else None,
-                                      done=int(self.ckpt_plan[1]["epoch"]) if self.ckpt_plan[1] else 0)
+        self.space_params = disk.check_start_space(self) if self.rank == 0 else 0
 
     def _num_classes(self):
         cfg, s = self.cfg, self.summary
