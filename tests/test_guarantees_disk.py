@@ -14,9 +14,7 @@ import errno
 import os
 import re
 import subprocess
-import sys
-import time
-import uuid
+from pathlib import Path
 
 import mxnet as mx
 import pytest
@@ -33,11 +31,10 @@ SLOW = [pytest.param(n, marks=pytest.mark.slow) if n == "blnet" else n for n in 
 
 
 def _mount(path, opts):
+    """Mount a tmpfs on ``path``; the reason when that is not permitted, else None."""
     os.makedirs(path, exist_ok=True)
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True, text=True)
-    if r.returncode:
-        pytest.skip("cannot mount a tmpfs here (%s); the injected-ENOSPC tests cover this case"
-                    % (r.stderr.strip() or "not permitted"))
+    return (r.stderr.strip() or "not permitted") if r.returncode else None
 
 
 @pytest.fixture
@@ -47,7 +44,9 @@ def tmpfs(tmp_path):
 
     def mount(size="3m", ro=False):
         d = tmp_path / ("fs%d" % len(mounted))
-        _mount(d, "size=%s,mode=0755%s" % (size, ",ro" if ro else ""))
+        why = _mount(d, "size=%s,mode=0755%s" % (size, ",ro" if ro else ""))
+        if why:
+            pytest.skip("cannot mount a tmpfs here (%s); the injected-ENOSPC tests cover this case" % why)
         mounted.append(d)
         return d
     yield mount
@@ -56,10 +55,16 @@ def tmpfs(tmp_path):
 
 
 @pytest.fixture
-def readonly(tmp_path, tmpfs):
-    """A folder nobody may write to: a read-only tmpfs for root, a mode 0555 folder for anyone else."""
+def readonly(tmp_path):
+    """A folder nobody may write to: a read-only tmpfs for root (a folder under /proc where mounting is
+    not permitted), a mode 0555 folder for anyone else."""
     if os.geteuid() == 0:
-        yield tmpfs("1m", ro=True)
+        d = tmp_path / "ro"
+        if _mount(d, "size=1m,ro"):
+            yield Path("/proc/mxrepro-readonly-test")
+        else:
+            yield d
+            subprocess.run(["umount", "-l", str(d)], capture_output=True)
         return
     d = tmp_path / "ro"
     d.mkdir()
@@ -86,6 +91,10 @@ def _fill(folder):
                     f.flush()
         except OSError:
             pass
+
+
+def _empty(folder):
+    return not os.path.exists(str(folder)) or os.listdir(str(folder)) == []
 
 
 def _main(fam, argv, capsys):
@@ -116,7 +125,7 @@ def test_unwritable_outputs_are_refused_before_the_first_step(name, digits_small
         code, _, err = _main(fam, argv, capsys)
         line = _one_line(err)
         assert code == EXIT_CODES["usage"] and flag in line and path in line and "not writable" in line, (flag, err)
-        assert not out.exists() and os.listdir(str(readonly)) == [], (flag, "something was written")
+        assert not out.exists() and _empty(readonly), (flag, "something was written")
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
@@ -235,7 +244,7 @@ def test_prepare_digits_refuses_bad_flags_and_unwritable_folders(prepare_digits,
         assert fragment in _one_line(capsys.readouterr().err) and not (tmp_path / "d").exists()
     assert prepare_digits.main(["--out", str(readonly / "d")]) == 2
     line = _one_line(capsys.readouterr().err)
-    assert "--out %s is not writable" % (readonly / "d") in line and os.listdir(str(readonly)) == [], line
+    assert "--out %s is not writable" % (readonly / "d") in line and _empty(readonly), line
 
 
 def test_prepare_digits_on_a_full_disk(prepare_digits, tmpfs, capsys):
@@ -284,3 +293,11 @@ def test_checkpoint_size_rule():
     assert disk.checkpoint_bytes(1000, OptimizerSpec("sgd", momentum=0.0)) == 1000 * 4 + head
     assert disk.checkpoint_bytes(1000, OptimizerSpec("adam")) == 1000 * 4 * 3 + head
     assert disk.checkpoint_bytes(1000, OptimizerSpec("nag", multi_precision=True)) == 1000 * 4 * 3 + head
+
+
+def test_a_dry_run_notes_too_little_space(digits_small, tmp_path, monkeypatch, capsys):
+    fam = FAMILIES["aff"]
+    monkeypatch.setattr(disk, "free_bytes", lambda path: 100 << 10)
+    assert fam.main(fam.args(digits_small, tmp_path / "run", epochs=2, extra=["--dry-run"])) == 0
+    out = capsys.readouterr().out
+    assert "note: not enough free space on" in out and "dry run: nothing written" in out, out

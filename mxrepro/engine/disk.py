@@ -223,16 +223,22 @@ def count_params(model, input_shape):
 
 
 def check_start_space(engine):
-    """:func:`check_free_space` for a prepared Engine (model built, resume plan known); returns the
-    parameter count, or None when the shapes are known only once the step is built (checked then)."""
+    """:func:`check_free_space` for a prepared Engine (model built, resume plan known; a dry run notes a
+    shortfall in its plan); returns the parameter count, or None when the shapes are known only once
+    the step is built (checked then)."""
     cfg, data = engine.cfg, engine.data
     n = data.num_train() if engine.have_data else None
     upe = data.batches_per_epoch(n, engine.per_worker, engine.workers) if n else None
     params = count_params(engine.model, cfg.input_shape)
     if params is not None:
         meta = engine.ckpt_plan[1]
-        check_free_space(cfg, params, min(upe, cfg.max_batches or upe) if upe else None,
-                         done=int(meta["epoch"]) if meta else 0)
+        try:
+            check_free_space(cfg, params, min(upe, cfg.max_batches or upe) if upe else None,
+                             done=int(meta["epoch"]) if meta else 0)
+        except UsageError as e:
+            if not cfg.dry_run:
+                raise
+            cfg.notes.append(str(e))   # a plan made elsewhere: said, not refused
     return params
 
 
