@@ -18,7 +18,7 @@ from .config import UsageError
 
 __all__ = ["DISK_ERRNOS", "WriteFailed", "writing", "disk_errno", "mount_point", "free_bytes", "check_outputs",
            "check_output_file", "probe_writable", "checkpoint_bytes", "states_per_param", "check_free_space",
-           "count_params", "check_start_space", "guard_saves", "full_message", "append_line", "describe", "remedy", "MB"]
+           "count_params", "check_start_space", "verify_saved", "guard_saves", "full_message", "append_line", "describe", "remedy", "MB"]
 
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
 MB = 1024.0 * 1024.0
@@ -240,6 +240,18 @@ def check_start_space(engine):
                 raise
             cfg.notes.append(str(e))   # a plan made elsewhere: said, not refused
     return params
+
+
+def verify_saved(path):
+    """After ``mx.nd.save(path, ...)``: on a (nearly) full file system MXNet can lose the file's last
+    buffered bytes without an error, so there the file is read back; a short file raises ENOSPC."""
+    if disk_errno(path) != errno.ENOSPC:
+        return
+    import mxnet as mx
+    try:
+        mx.nd.load(path)
+    except mx.base.MXNetError:
+        raise OSError(errno.ENOSPC, "No space left on device (the file was cut short)", path)
 
 
 def guard_saves(ckpt):

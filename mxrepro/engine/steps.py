@@ -25,7 +25,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
 
-from . import dist
+from . import disk, dist
 from .optim import multipliers
 
 __all__ = ["make_initializer", "ModuleStep", "GluonStep", "smooth_labels", "mixup_labels"]
@@ -151,6 +151,7 @@ class ModuleStep:
         blob = {"arg:" + k: v for k, v in arg.items()}
         blob.update({"aux:" + k: v for k, v in aux.items()})
         mx.nd.save(path, blob)
+        disk.verify_saved(path)
 
     def load_params(self, path):
         arg, aux = load_module_params(path)
@@ -303,6 +304,7 @@ class GluonStep:
 
     def save_params(self, path):
         self.net.save_parameters(path)
+        disk.verify_saved(path)
 
     def load_params(self, path):
         self.net.load_parameters(path, ctx=self.ctx, cast_dtype=True)
