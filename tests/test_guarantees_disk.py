@@ -314,3 +314,16 @@ def test_a_params_file_cut_short_by_a_full_disk_is_an_error(tmpfs):
     os.remove(path)
     mx.nd.save(path, {"a": mx.nd.ones((1000,))})
     disk.verify_saved(path)
+
+
+def test_prepare_imagenet_and_cifar_flags(tmp_path, readonly, capsys):
+    from tools import prepare_cifar, prepare_imagenet
+    out = tmp_path / "o"
+    for argv, fragment in (([str(tmp_path), "--out", str(out), "--threads", "0"], "--threads 0 must be at least 1"),
+                           ([str(tmp_path), "--out", str(out), "--gluon-quality", "0"], "--gluon-quality 0 must be"),
+                           ([str(tmp_path), "--out", str(out), "--gluon-resize", "-1"], "--gluon-resize -1 must be")):
+        assert prepare_imagenet.main(argv) == 2
+        assert fragment in _one_line(capsys.readouterr().err) and not out.exists()
+    assert prepare_cifar.main(["--dataset", "cifar10", "--out", str(readonly / "c")]) == 2
+    assert "--out %s is not writable" % (readonly / "c") in _one_line(capsys.readouterr().err)
+    assert _empty(readonly)

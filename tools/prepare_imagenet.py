@@ -134,6 +134,9 @@ def _scan_split(split, split_dir, common, classes, info, force, threads, shuffle
 
 
 def run(args):
+    D.check_positive(args.threads, "--threads", "im2rec packing processes")
+    D.check_positive(args.gluon_resize, "--gluon-resize", "0 keeps the images as they are", 0)
+    D.check_positive(args.gluon_quality, "--gluon-quality", "JPEG quality", 1, 100)
     root = os.path.abspath(args.data_root)
     out = os.path.abspath(args.out)
     D.check_dir(root, "DATA_ROOT", LAYOUT)
@@ -146,9 +149,6 @@ def run(args):
     if not classes:
         raise D.DatasetError("%s has no class folders (it is %s); expected %s"
                              % (train_dir, "empty" if not os.listdir(train_dir) else "flat", LAYOUT))
-    D.check_positive(args.threads, "--threads", "im2rec packing processes")
-    D.check_positive(args.gluon_resize, "--gluon-resize", "0 keeps the images as they are", 0)
-    D.check_positive(args.gluon_quality, "--gluon-quality", "JPEG quality", 1, 100)
     D.check_out(out)
     os.makedirs(out, exist_ok=True)
     D.clean_stale_work(out)

@@ -73,11 +73,13 @@ def disk_errno(path):
 
 
 def describe(err):
+    """A few words for a disk errno ("disk full", ...)."""
     return {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system",
             errno.EIO: "I/O error"}.get(err, os.strerror(err))
 
 
 def remedy(err, path):
+    """What to do about ``err`` on the file system of ``path``."""
     fs = mount_point(path)
     if err in (errno.ENOSPC, errno.EDQUOT):
         return "free space on %s" % fs
