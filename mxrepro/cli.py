@@ -8,9 +8,11 @@ import sys
 
 __all__ = ["run_main", "HelpFormatter", "expected_workers", "device_count", "pasteable", "parse_kw", "EXIT_CODES"]
 
-# 0 done; 1 diverged (non-finite loss or parameters); 2 bad flag or data (nothing written);
-# 130 / 143 interrupted by SIGINT / SIGTERM (the last complete epoch is saved).
-EXIT_CODES = {"ok": 0, "diverged": 1, "usage": 2, "sigint": 130, "sigterm": 143}
+# 0 done; 1 diverged (non-finite loss or parameters); 2 bad flag or data, an unwritable output or too
+# little free space found before the first step (nothing written); 3 a write failed during the run (disk
+# full, quota, read-only, I/O error: the last complete checkpoint is kept); 130 / 143 interrupted by
+# SIGINT / SIGTERM (the last complete epoch is saved).
+EXIT_CODES = {"ok": 0, "diverged": 1, "usage": 2, "disk": 3, "sigint": 130, "sigterm": 143}
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -62,9 +64,11 @@ def parse_kw(items, flag="--kw"):
 
 def run_main(main, argv=None):
     """Run ``main(argv)`` and exit with its status. Bad flags and data (UsageError, DataError) print one
-    ``error: ...`` line and exit 2; a diverged run exits 1; Ctrl-C outside training exits 130. In a
+    ``error: ...`` line and exit 2; a diverged run exits 1; a failed write (disk full, read-only, I/O
+    error) exits 3 with one line; Ctrl-C outside training exits 130. In a
     distributed worker a failure ends the process at once (:class:`mxrepro.engine.dist.fail_fast`)."""
-    from .engine.config import Diverged, UsageError
+    import errno
+    from .engine.config import DiskFull, Diverged, UsageError
     from .engine.dist import fail_fast
     from .integrity import DataError
     with fail_fast():
@@ -78,6 +82,17 @@ def run_main(main, argv=None):
             sys.stdout.flush()
             print("error: %s; the last good checkpoint is kept" % e, file=sys.stderr)
             code = 1
+        except DiskFull as e:
+            sys.stdout.flush()
+            print("error: %s" % e, file=sys.stderr)
+            code = 3
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO):
+                raise
+            sys.stdout.flush()
+            print("error: %s writing %s: free space or choose another output folder, then run the same command"
+                  % (e.strerror, e.filename or "an output file"), file=sys.stderr)
+            code = 3
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             code = 130

@@ -20,9 +20,12 @@ what im2rec lacks:
 
 Bad input raises :class:`DatasetError` whose message says what is expected where; the tools print it
 and exit with status 2 (no traceback). It is a :class:`mxrepro.integrity.DataError`, the type the
-training-time checks raise.
+training-time checks raise. The output folder is checked before anything is written
+(:func:`check_out`: writable, free space where the size is known); a write that fails on a full or
+read-only disk prints one line and exits with status 3, and what the run wrote is removed first.
 """
 import collections
+import contextlib
 import hashlib
 import json
 import os
@@ -40,6 +43,7 @@ import mxnet as mx
 from tqdm import tqdm
 
 from . import integrity as I
+from .engine import disk
 from .integrity import INFO_FILE, DataError
 
 # im2rec's own --exts default, which is also what libmxnet's decoder (ImageRecordIter) reads back.
@@ -62,6 +66,68 @@ def run_cli(fn, argv):
         sys.stdout.flush()
         print("error: %s" % e, file=sys.stderr)
         return 2
+    except (disk.WriteFailed, OSError) as e:
+        if isinstance(e, disk.WriteFailed):
+            err, path = e.errno, e.path
+        elif e.errno in disk.DISK_ERRNOS:
+            err, path = e.errno, e.filename or "the output folder"
+        else:
+            raise
+        sys.stdout.flush()
+        print("error: %s while writing %s: %s and run the same command (what this run wrote was removed)"
+              % (disk.describe(err), path, disk.remedy(err, path)), file=sys.stderr)
+        return 3
+
+
+def check_positive(value, flag, what, low=1, high=None):
+    """DatasetError (exit 2) unless ``low <= value`` (``<= high``)."""
+    if value < low or (high is not None and value > high):
+        raise DatasetError("%s %s must be %s (%s)" % (flag, value, "at least %s" % low if high is None else
+                                                        "between %s and %s" % (low, high), what))
+
+
+def check_out(out_dir, need_bytes=None, flag="--out"):
+    """DatasetError (exit 2) unless ``out_dir`` is, or can be created as, a writable folder with at least
+    ``need_bytes`` free (when the size is known). Nothing is written."""
+    why = disk.probe_writable(out_dir)
+    if why:
+        raise DatasetError("%s %s is not writable (%s): choose another output folder" % (flag, out_dir, why))
+    if need_bytes:
+        free = disk.free_bytes(out_dir)
+        if free < need_bytes:
+            raise DatasetError("not enough free space on %s for %s %s: needs about %.1f MB, %.1f MB free; free "
+                               "space there or choose another %s" % (disk.mount_point(out_dir), flag, out_dir,
+                                                                     need_bytes / disk.MB, free / disk.MB, flag))
+
+
+def small_dataset_bytes(num_images, size):
+    """Upper bound of :func:`build_small_dataset`'s output: every image twice (PNG tree and records) at
+    its raw size plus headers (PNG rarely compresses below that for natural images)."""
+    return 2 * num_images * (size * size * 3 + 512) + (1 << 20)
+
+
+@contextlib.contextmanager
+def removed_on_failure(out_dir, partial=()):
+    """Run a tool's writes; when they fail, remove what they added to ``out_dir`` (the folder itself when
+    it did not exist before) and the ``partial`` paths under it they were rewriting, so that a re-run
+    starts clean."""
+    existed = os.path.isdir(out_dir)
+    before = set(os.listdir(out_dir)) if existed else set()
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        elif os.path.isdir(out_dir):
+            for rel in partial:
+                shutil.rmtree(os.path.join(out_dir, rel), ignore_errors=True)
+            for name in set(os.listdir(out_dir)) - before:
+                p = os.path.join(out_dir, name)
+                if os.path.isdir(p) and not os.path.islink(p):
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    os.remove(p)
+        raise
 
 
 def warn(msg):
@@ -580,73 +646,78 @@ def build_small_dataset(out_dir, splits, class_names, *, settings, tool, force=F
                            "overwrite them or choose another --out"
                            % (out_dir, ", ".join(s + ".rec" for s in existing),
                               info.data["outputs"][existing[0]]["settings"]))
-    clean_stale_work(out_dir)
-    ncls = len(class_names)
-    folders = [class_folder(i, n, ncls) for i, n in enumerate(class_names)]
-    jobs, summary = {}, {}
-    for split, (images, labels, ids, shuffle) in splits.items():
-        images = np.asarray(images)
-        labels = np.asarray(labels).astype(np.int64)
-        ids = np.asarray(ids).astype(np.int64)
-        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-            raise ValueError("images must be uint8 (N,H,W,3), got %s %s" % (images.dtype, images.shape))
-        if len(set(ids.tolist())) != len(ids):
-            raise ValueError("record ids of %s are not unique" % split)
-        if len(labels) and (labels.min() < 0 or labels.max() >= ncls):
-            raise DatasetError("%s labels out of range [0, %d): min %d max %d"
-                               % (split, ncls, labels.min(), labels.max()))
-        split_dir = os.path.join(out_dir, "images", split)
-        shutil.rmtree(split_dir, ignore_errors=True)
-        for f in sorted(set(labels.tolist())):
-            os.makedirs(os.path.join(split_dir, folders[f]), exist_ok=True)
-        width = len(str(max(int(ids.max()) if len(ids) else 0, 1)))
-        items = []
-        for img, lab, i in tqdm(zip(images, labels, ids), total=len(ids), desc="writing %s PNGs" % split,
-                                unit="img", leave=False):
-            rel = os.path.join(split, folders[lab], "%0*d.png" % (width, i))
-            if not cv2.imwrite(os.path.join(out_dir, "images", rel), img[:, :, ::-1]):
-                raise RuntimeError("could not write %s" % rel)
-            items.append((int(i), int(lab), rel))
-        if shuffle:
-            random.Random(LIST_SEED).shuffle(items)
-        jobs[split] = items
-        info.forget(split)
-    info.save()
+    first = np.asarray(next(iter(splits.values()))[0])
+    check_out(out_dir, small_dataset_bytes(sum(len(v[1]) for v in splits.values()), max(first.shape[1:3] or (32,))))
+    with removed_on_failure(out_dir, partial=[os.path.join("images", s) for s in splits]):
+        clean_stale_work(out_dir)
+        ncls = len(class_names)
+        folders = [class_folder(i, n, ncls) for i, n in enumerate(class_names)]
+        jobs, summary = {}, {}
+        for split, (images, labels, ids, shuffle) in splits.items():
+            images = np.asarray(images)
+            labels = np.asarray(labels).astype(np.int64)
+            ids = np.asarray(ids).astype(np.int64)
+            if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+                raise ValueError("images must be uint8 (N,H,W,3), got %s %s" % (images.dtype, images.shape))
+            if len(set(ids.tolist())) != len(ids):
+                raise ValueError("record ids of %s are not unique" % split)
+            if len(labels) and (labels.min() < 0 or labels.max() >= ncls):
+                raise DatasetError("%s labels out of range [0, %d): min %d max %d"
+                                   % (split, ncls, labels.min(), labels.max()))
+            split_dir = os.path.join(out_dir, "images", split)
+            shutil.rmtree(split_dir, ignore_errors=True)
+            for f in sorted(set(labels.tolist())):
+                os.makedirs(os.path.join(split_dir, folders[f]), exist_ok=True)
+            width = len(str(max(int(ids.max()) if len(ids) else 0, 1)))
+            items = []
+            with disk.writing(split_dir):
+                for img, lab, i in tqdm(zip(images, labels, ids), total=len(ids), desc="writing %s PNGs" % split,
+                                        unit="img", leave=False):
+                    rel = os.path.join(split, folders[lab], "%0*d.png" % (width, i))
+                    if not cv2.imwrite(os.path.join(out_dir, "images", rel), img[:, :, ::-1]):
+                        raise RuntimeError("could not write %s" % rel)
+                    items.append((int(i), int(lab), rel))
+            if shuffle:
+                random.Random(LIST_SEED).shuffle(items)
+            jobs[split] = items
+            info.forget(split)
+        info.save()
 
-    def check(split, prefix, failed):
-        """Every record: headers, index, id order, labels (verify_records), then pixel-exact."""
-        images, _, ids, _ = splits[split]
-        shown = os.path.join(out_dir, split + ".rec")
-        got = verify_records(prefix, jobs[split], shown=shown, sample=0)
-        pos = {int(i): k for k, i in enumerate(ids)}
-        src = {int(i): rel for i, _, rel in jobs[split]}
-        images = np.asarray(images)
-        mism = []
+        def check(split, prefix, failed):
+            """Every record: headers, index, id order, labels (verify_records), then pixel-exact."""
+            images, _, ids, _ = splits[split]
+            shown = os.path.join(out_dir, split + ".rec")
+            got = verify_records(prefix, jobs[split], shown=shown, sample=0)
+            pos = {int(i): k for k, i in enumerate(ids)}
+            src = {int(i): rel for i, _, rel in jobs[split]}
+            images = np.asarray(images)
+            mism = []
 
-        def compare(header, img):
-            k = pos.get(int(header.id))
-            if k is None or img.shape != images[k].shape or not np.array_equal(img, images[k][:, :, ::-1]):
-                mism.append(int(header.id))
+            def compare(header, img):
+                k = pos.get(int(header.id))
+                if k is None or img.shape != images[k].shape or not np.array_equal(img, images[k][:, :, ::-1]):
+                    mism.append(int(header.id))
 
-        dec = read_rec(prefix, decode="all", on_image=compare)
-        bad = mism + dec["undecodable"]
-        if bad:
-            raise DatasetError("%s: %d records differ from their source images (e.g. id %d, source images/%s); "
-                               "nothing was written" % (shown, len(bad), bad[0], src.get(bad[0], "?")))
-        got["shapes"] = dec["shapes"]
-        return got
+            dec = read_rec(prefix, decode="all", on_image=compare)
+            bad = mism + dec["undecodable"]
+            if bad:
+                raise DatasetError("%s: %d records differ from their source images (e.g. id %d, source images/%s); "
+                                   "nothing was written" % (shown, len(bad), bad[0], src.get(bad[0], "?")))
+            got["shapes"] = dec["shapes"]
+            return got
 
-    _, checked = pack(jobs, os.path.join(out_dir, "images"), out_dir, pass_through=True, num_thread=threads,
-                      desc="im2rec " + "+".join(jobs), check=check)
-    write_lines(os.path.join(out_dir, "labels.txt"), class_names)
-    for split in splits:
-        got = checked[split]
-        hist = [got["labels"].get(c, 0) for c in range(ncls)]
-        info.record(split, settings, got["count"], label_counts=hist,
-                    labels=label_info(got["labels"].elements(), ncls),
-                    shape=list(next(iter(got["shapes"]))) if got["shapes"] else None)
-        summary[split] = info.data["outputs"][split]
-    return dict(skipped=False, **summary)
+        with disk.writing(os.path.join(out_dir, "+".join(jobs) + ".rec")):
+            _, checked = pack(jobs, os.path.join(out_dir, "images"), out_dir, pass_through=True, num_thread=threads,
+                              desc="im2rec " + "+".join(jobs), check=check)
+        write_lines(os.path.join(out_dir, "labels.txt"), class_names)
+        for split in splits:
+            got = checked[split]
+            hist = [got["labels"].get(c, 0) for c in range(ncls)]
+            info.record(split, settings, got["count"], label_counts=hist,
+                        labels=label_info(got["labels"].elements(), ncls),
+                        shape=list(next(iter(got["shapes"]))) if got["shapes"] else None)
+            summary[split] = info.data["outputs"][split]
+        return dict(skipped=False, **summary)
 
 
 def small_dataset_present(out_dir, tool, split_names, settings, force=False):

@@ -157,6 +157,9 @@ def _split(src, names, label_key):
     return np.ascontiguousarray(data), np.asarray(labels, np.int64)
 
 
+ARCHIVE_BYTES = 172 * 1000 * 1000  # the official CIFAR-10 / CIFAR-100 python archives: 170.5 / 169.0 MB
+
+
 def _md5(path):
     h = hashlib.md5()
     with open(path, "rb") as f:
@@ -183,6 +186,8 @@ def download(spec, out_dir):
     except OSError as e:
         if os.path.exists(part):
             os.remove(part)
+        if e.errno in D.disk.DISK_ERRNOS:  # a full or read-only disk, not the network: one line, exit 3
+            raise D.disk.WriteFailed(part, e.errno, e.strerror)
         raise D.DatasetError("could not download %s (%s). Without network access, fetch %s elsewhere "
                              "and pass --src PATH (the .tar.gz or its extracted %s/ folder)"
                              % (spec["url"], e, spec["archive"], spec["folder"]))
@@ -215,7 +220,11 @@ def run(args):
     spec = SPECS[args.dataset]
     if args.coarse_labels and args.dataset != "cifar100":
         raise D.DatasetError("--coarse-labels only applies to --dataset cifar100")
+    D.check_positive(args.threads, "--threads", "im2rec packing processes")
     out = os.path.abspath(args.out)
+    # writable, with room for the archive when it is to be downloaded (the images are checked once known)
+    fetch = not args.src and not os.path.isfile(os.path.join(out, spec["archive"]))
+    D.check_out(out, ARCHIVE_BYTES if fetch else None)
     src_path = args.src if args.src else download(spec, out)
     src = _Source(src_path, spec, args.dataset)
     meta = src.load(spec["meta"])

@@ -16,6 +16,8 @@ Writes OUT/images/{train,test}/<digit>/<id>.png (image folders for ImageFolderDa
 OUT/{train,test}.lst, OUT/{train,test}.rec/.idx (PNG packed losslessly by the wheel's im2rec with
 --pass-through), OUT/labels.txt and OUT/prepare_info.json; every record is read back and compared
 pixel-exactly. The record id is the image's index in load_digits(). Re-runs skip; --force redoes.
+OUT is checked for writability and free space first (exit 2); a write that fails on a full or
+read-only disk removes what this run wrote and exits 3 (docs/datasets.md).
 """
 import argparse
 import os
@@ -28,6 +30,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 INTERP = {"linear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
+NUM_DIGITS = 1797  # images in load_digits()
 
 
 def digits_to_images(images8, size=32, interp="linear"):
@@ -54,6 +57,8 @@ def parse_args(argv=None):
 def run(args):
     if not 0.0 < args.test_ratio < 1.0:
         raise D.DatasetError("--test-ratio must lie in (0, 1), got %s" % args.test_ratio)
+    D.check_positive(args.size, "--size", "the output side length in pixels", 1, 4096)
+    D.check_positive(args.threads, "--threads", "im2rec packing processes")
     try:
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
@@ -68,6 +73,7 @@ def run(args):
     if done:
         D.print_small_summary(out, done, names)
         return 0
+    D.check_out(out, D.small_dataset_bytes(NUM_DIGITS, args.size))
     d = load_digits()
     x = digits_to_images(d.images, args.size, args.interp)
     y = d.target.astype(np.int64)

@@ -134,6 +134,9 @@ def _scan_split(split, split_dir, common, classes, info, force, threads, shuffle
 
 
 def run(args):
+    D.check_positive(args.threads, "--threads", "im2rec packing processes")
+    D.check_positive(args.gluon_resize, "--gluon-resize", "0 keeps the images as they are", 0)
+    D.check_positive(args.gluon_quality, "--gluon-quality", "JPEG quality", 1, 100)
     root = os.path.abspath(args.data_root)
     out = os.path.abspath(args.out)
     D.check_dir(root, "DATA_ROOT", LAYOUT)
@@ -146,6 +149,7 @@ def run(args):
     if not classes:
         raise D.DatasetError("%s has no class folders (it is %s); expected %s"
                              % (train_dir, "empty" if not os.listdir(train_dir) else "flat", LAYOUT))
+    D.check_out(out)
     os.makedirs(out, exist_ok=True)
     D.clean_stale_work(out)
     info = D.PrepInfo(out, "prepare_imagenet", force=args.force)
@@ -219,10 +223,11 @@ def run(args):
             return D.verify_records(prefix, lists[split], shown=os.path.join(out, name + ".rec"), sample=50,
                                     short_side=settings["resize"])
 
-        failed, checked = D.pack({n: lists[sp] for n, (sp, _) in jobs.items()}, common, out,
-                                 resize=s["resize"], quality=s["quality"] or 95, encoding=".jpg",
-                                 pass_through=s["pass_through"], pack_label=s["pack_label"],
-                                 num_thread=args.threads, desc=desc, check=check)
+        with D.disk.writing(os.path.join(out, "+".join(jobs) + ".rec")):  # a full disk: one line, exit 3
+            failed, checked = D.pack({n: lists[sp] for n, (sp, _) in jobs.items()}, common, out,
+                                     resize=s["resize"], quality=s["quality"] or 95, encoding=".jpg",
+                                     pass_through=s["pass_through"], pack_label=s["pack_label"],
+                                     num_thread=args.threads, desc=desc, check=check)
         for name, (split, settings) in jobs.items():
             got = checked[name]
             info.record(name, settings, got["count"], split=split,

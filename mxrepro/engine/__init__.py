@@ -7,7 +7,7 @@ import importlib
 
 _WHERE = {
     "RunConfig": "config", "UsageError": "config", "DataError": "config", "Diverged": "config",
-    "Interrupted": "config", "check_output_dir": "config",
+    "Interrupted": "config", "check_output_dir": "config", "DiskFull": "config",
     "OptimizerSpec": "optim", "ParamRule": "optim", "make_optimizer": "optim", "multipliers": "optim",
     "NAGOriginal": "optim",
     "Schedule": "schedule", "ScheduleSpec": "schedule", "build_schedule": "schedule",

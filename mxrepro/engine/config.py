@@ -18,7 +18,7 @@ from typing import List, Optional
 from .optim import OptimizerSpec
 from .schedule import ScheduleSpec
 
-__all__ = ["RunConfig", "UsageError", "DataError", "Diverged", "Interrupted", "check_output_dir"]
+__all__ = ["RunConfig", "UsageError", "DataError", "Diverged", "DiskFull", "Interrupted", "check_output_dir"]
 
 
 class UsageError(Exception):
@@ -32,6 +32,12 @@ from ..integrity import DataError  # noqa: E402,F401  (bad or corrupt data: one 
 class Diverged(Exception):
     """A non-finite (or exploding) loss or parameter: the run stops, the last good checkpoint stays."""
     exit_code = 1
+
+
+class DiskFull(Exception):
+    """A write failed during the run (disk full, quota, read-only, I/O error): the run stops, the last
+    complete checkpoint stays; exit status 3."""
+    exit_code = 3
 
 
 class Interrupted(Exception):
@@ -87,6 +93,7 @@ class RunConfig:
     notes: List[str] = field(default_factory=list)     # recipe lines for the log (switches, quirks)
     on_epoch: list = field(default_factory=list)       # callables(epoch record) run by rank 0 after each epoch
     dry_run: bool = False
+    extra_outputs: list = field(default_factory=list)  # (flag, file) a recipe writes besides these (AFF's plot)
 
     def flag(self, name):
         return self.flags.get(name, "--" + name.replace("_", "-"))
@@ -98,6 +105,19 @@ class RunConfig:
     @property
     def log_path(self):
         return self.log_file or os.path.join(self.output_dir, self.prefix + ".log")
+
+    @property
+    def metrics_path(self):
+        return os.path.join(os.path.dirname(os.path.abspath(self.log_path)), self.prefix + "-metrics.jsonl")
+
+    def output_paths(self):
+        """(flag, path, 'dir' or 'file') of everything the run writes: checked before the first step."""
+        log_flag = self.flag("log_file") if "log_file" in self.flags else self.flag("output_dir")
+        out = [(self.flag("output_dir"), self.output_dir, "dir")]
+        if self.ckpt_dir != self.output_dir:
+            out.append((self.flag("checkpoint_dir"), self.ckpt_dir, "dir"))
+        out += [(log_flag, self.log_path, "file"), (log_flag, self.metrics_path, "file")]
+        return out + [(flag, path, "file") for flag, path in self.extra_outputs]
 
     def to_dict(self):
         d = asdict(dataclasses.replace(self, on_epoch=[], initializer=None))

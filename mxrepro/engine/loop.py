@@ -8,7 +8,8 @@
 HybridBlock or a Symbol. In order:
 
 1. **Checks, before anything is written** (one-line messages naming the flag, exit status 2): the
-   config's values (:meth:`RunConfig.validate`), the output folder, devices and the global batch, the
+   config's values (:meth:`RunConfig.validate`), every output path and the free space (:mod:`.disk`),
+   devices and the global batch, the
    data's presence and integrity, labels against the head size (a head smaller than the data's
    classes is an error; the class count comes from the data when the script does not fix it), the
    model builder's own arguments.
@@ -24,7 +25,8 @@ HybridBlock or a Symbol. In order:
 5. A non-finite or exploding loss, or non-finite parameters at the end of an epoch, stop the run
    (exit status 1) naming the epoch and iteration; nothing of that epoch is saved, so ``latest`` and
    ``best`` stay the last good ones. SIGINT / SIGTERM end the run with "interrupted at epoch E,
-   iteration I; run the same command to resume" (exit status 130 / 143).
+   iteration I; run the same command to resume" (exit status 130 / 143). A write that fails on a full
+   or read-only disk stops it with one line naming the last complete checkpoint (exit status 3).
 
 Log lines (one format for every family; tools/parse_log.py reads them):
 ``Epoch[E] Batch[i/N] Update[U] speed=S img/s loss=L top1=A lr=R`` every ``log_interval`` batches and
@@ -46,10 +48,10 @@ import time
 import mxnet as mx
 import numpy as np
 
-from . import dist
+from . import disk, dist
 from ..cli import device_count
 from .checkpoint import Checkpointer, RunLock
-from .config import DataError, Diverged, Interrupted, UsageError, check_output_dir
+from .config import DataError, DiskFull, Diverged, Interrupted, UsageError
 from .optim import OptimizerSpec, make_optimizer
 from .schedule import ScheduleSpec, build_schedule
 from .steps import GluonStep, ModuleStep
@@ -104,8 +106,30 @@ def parse_devices(devices, flag="--gpus"):
     return [mx.gpu(i) for i in ids]
 
 
+class QuietFileHandler(logging.FileHandler):
+    """A log file that stops at its first failed write (disk full, read-only) with one note on stderr,
+    instead of a traceback for every later line; the console keeps logging."""
+    failed = False
+
+    def emit(self, record):
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record):
+        if self.failed:
+            return
+        self.failed = True
+        e = sys.exc_info()[1]
+        sys.stderr.write("note: cannot write the log file %s (%s); the log continues on the console only\n"
+                         % (self.baseFilename, getattr(e, "strerror", None) or e))
+        try:
+            self.close()
+        except (OSError, ValueError):
+            pass
+
+
 def setup_logging(log_file=None, level=logging.INFO):
-    """Log to the console and, when given, to ``log_file`` (its folder is created)."""
+    """Log to the console and, when given, to ``log_file`` (its folder is created; see QuietFileHandler)."""
     root = logging.getLogger()
     root.setLevel(level)
     for h in list(root.handlers):  # the handlers of an earlier run in this process (others are left alone)
@@ -115,7 +139,7 @@ def setup_logging(log_file=None, level=logging.INFO):
     handlers = [logging.StreamHandler(sys.stdout)]
     if log_file:
         os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
-        handlers.append(logging.FileHandler(log_file))
+        handlers.append(QuietFileHandler(log_file))
     for h in handlers:
         h._mxrepro = True
         h.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
@@ -190,9 +214,7 @@ class Engine:
         """Everything that can fail on bad input, before anything is written."""
         cfg = self.cfg
         cfg.validate()
-        check_output_dir(cfg.output_dir, cfg.flag("output_dir"))
-        if cfg.ckpt_dir != cfg.output_dir:
-            check_output_dir(cfg.ckpt_dir, cfg.flag("checkpoint_dir"))
+        disk.check_outputs(cfg)
         try:
             self.contexts = parse_devices(cfg.devices, cfg.flag("devices"))
         except UsageError as e:
@@ -230,6 +252,7 @@ class Engine:
         try:
             self._take_lock()
             self.ckpt_plan = self._resume_plan()
+            self.space_params = disk.check_start_space(self) if self.rank == 0 else 0
         except BaseException:
             self.release()
             raise
@@ -455,7 +478,7 @@ class Engine:
             init_path = cfg.init_params
         sched = build_schedule(cfg.schedule, cfg.lr, cfg.epochs, self._schedule_unit(iters, train.num_records))
         step = self.make_step()
-        ckpt = Checkpointer(cfg.ckpt_dir, cfg.prefix, step, rank=self.rank, log=log)
+        ckpt = disk.guard_saves(Checkpointer(cfg.ckpt_dir, cfg.prefix, step, rank=self.rank, log=log))
         if cfg.seed is not None:
             seed_everything(cfg.seed)
         try:
@@ -498,8 +521,9 @@ class Engine:
                      best.get("epoch", 0))
         log.info("%straining epochs %d..%d, %d iterations per epoch, %s, %d parameters", self.tag, begin + 1,
                  cfg.epochs, iters, batch_line(cfg, self.per_worker, len(self.contexts), self.workers), step.num_params())
-        metrics_path = os.path.join(os.path.dirname(os.path.abspath(cfg.log_path)), cfg.prefix + "-metrics.jsonl")
-        self.metrics_path = metrics_path if self.rank == 0 else None
+        if self.rank == 0 and getattr(self, "space_params", 0) is None:  # shapes known only now
+            disk.check_free_space(cfg, step.num_params(), done=begin)
+        self.metrics_path = cfg.metrics_path if self.rank == 0 else None
         with _Signals():
             try:
                 for epoch in range(begin, cfg.epochs):
@@ -527,6 +551,8 @@ class Engine:
                 log.info("%sinterrupted at epoch %d, iteration %d; run the same command to resume (the last complete "
                          "epoch is in %s)", self.tag, self.where[0], self.where[1], ckpt.path("latest", ".params"))
                 return e.exit_code
+            except disk.WriteFailed as e:
+                raise DiskFull(disk.full_message(e, self.where[0], cfg.ckpt_dir, cfg.prefix))
         log.info("%sfinished %d epochs; best top-1 %.4f (error %.4f) at epoch %d; checkpoints %s-{latest,best,NNNN}",
                  self.tag, cfg.epochs, best["top1"], 1 - best["top1"], best["epoch"], ckpt.base)
         return 0
@@ -623,8 +649,7 @@ class Engine:
 
     def _record(self, rec):
         if self.metrics_path:
-            with open(self.metrics_path, "a") as f:
-                f.write(json.dumps(rec) + "\n")
+            disk.append_line(self.metrics_path, json.dumps(rec) + "\n")
 
     def _log_epoch(self, rec, best):
         s = "%s[Epoch %d/%d] train: loss=%.4f top1=%.4f lr=%.6g speed=%.1f img/s time=%.1f s" % (

@@ -25,7 +25,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, gluon
 
-from . import dist
+from . import disk, dist
 from .optim import multipliers
 
 __all__ = ["make_initializer", "ModuleStep", "GluonStep", "smooth_labels", "mixup_labels"]
@@ -151,6 +151,7 @@ class ModuleStep:
         blob = {"arg:" + k: v for k, v in arg.items()}
         blob.update({"aux:" + k: v for k, v in aux.items()})
         mx.nd.save(path, blob)
+        disk.verify_saved(path)
 
     def load_params(self, path):
         arg, aux = load_module_params(path)
@@ -163,9 +164,19 @@ class ModuleStep:
         self.mod.load_optimizer_states(path)
 
     def write_extras(self, base):
-        """``<prefix>-symbol.json`` beside the parameters (mx.model.load_checkpoint reads both)."""
+        """``<prefix>-symbol.json`` beside the parameters (mx.model.load_checkpoint reads both), written
+        by Python (MXNet's writer loses a failed tail silently on a full disk) and only when it changed."""
         from .checkpoint import atomic_write
-        atomic_write(base + "-symbol.json", self.symbol.save)
+        path, text = base + "-symbol.json", self.symbol.tojson()
+        if os.path.isfile(path):
+            with open(path) as f:
+                if f.read() == text:
+                    return
+
+        def write(tmp):
+            with open(tmp, "w") as f:
+                f.write(text)
+        atomic_write(path, write)
 
     def params_finite(self):
         arg, aux = self.mod.get_params()
@@ -293,6 +304,7 @@ class GluonStep:
 
     def save_params(self, path):
         self.net.save_parameters(path)
+        disk.verify_saved(path)
 
     def load_params(self, path):
         self.net.load_parameters(path, ctx=self.ctx, cast_dtype=True)

@@ -144,10 +144,13 @@ def cifar_config(args, argv):
         save_frequency=args.save_frequency, resume=resume, resume_epoch=repoch, resume_states=rstates,
         resume_changed=args.resume_changed,
         init_params=args.pretrained or args.resume_from, seed=args.seed, log_interval=args.log_interval,
-        max_batches=args.max_batches, flags=dict(G.FLAGS, num_classes="--num-classes"), command=list(argv),
+        max_batches=args.max_batches, flags=dict(G.FLAGS, num_classes="--num-classes", **G.log_flags(args)),
+        command=list(argv),
         notes=notes, dry_run=args.dry_run)
     if args.save_plot_dir:
-        cfg.on_epoch.append(_PlotHook(os.path.join(args.save_plot_dir, "%s_history.png" % run)))
+        plot = os.path.join(args.save_plot_dir, "%s_history.png" % run)
+        cfg.extra_outputs.append(("--save-plot-dir", plot))
+        cfg.on_epoch.append(_PlotHook(plot))
     return cfg, data, lambda classes: get_model(name, classes=classes, **kw)
 
 
@@ -161,9 +164,11 @@ class _PlotHook:
         self.path, self.hist = path, TrainingHistory(["training-error", "test-error"])
 
     def __call__(self, rec):
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        from ..engine import disk
         self.hist.update([1 - rec["train_top1"], 1 - rec.get("val_top1", 0.0)])
-        self.hist.plot(save_path=self.path)
+        with disk.writing(self.path):
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            self.hist.plot(save_path=self.path)
 
 
 # ---------------------------------------------------------------------------------------------- ImageNet
@@ -272,7 +277,7 @@ def imagenet_config(args, argv):
         save_frequency=args.save_frequency, resume=resume, resume_epoch=repoch, resume_states=rstates,
         resume_changed=args.resume_changed,
         init_params=args.pretrained, seed=args.seed, log_interval=args.log_interval, max_batches=args.max_batches,
-        flags=G.FLAGS, command=list(argv), notes=notes, dry_run=args.dry_run)
+        flags=dict(G.FLAGS, **G.log_flags(args)), command=list(argv), notes=notes, dry_run=args.dry_run)
     return cfg, data, lambda classes: get_model(name, classes=classes, **kw)
 
 

@@ -296,7 +296,7 @@ def config_from_args(args, argv):
         resume_epoch=(args.begin_epoch if args.begin_epoch is not None else args.model_load_epoch) if args.retrain
         else None, init_params=args.pretrained,
         resume_changed=args.resume_changed, warmup_phase=warm, seed=args.seed, log_interval=args.frequent, top_k=5,
-        flags=FLAGS,
+        flags=dict(FLAGS, log_file="--log-file") if args.log_file else FLAGS,
         command=list(argv), notes=notes, dry_run=args.dry_run)
     return cfg, data, lambda classes: get_model(args.network, **_net_kwargs(args, classes))
 

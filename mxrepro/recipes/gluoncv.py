@@ -133,6 +133,14 @@ def optimizer_from_args(args, no_wd=None):
     return OptimizerSpec(args.optimizer, args.momentum, args.wd, rules=rules, multi_precision=args.dtype != "float32")
 
 
+def log_flags(args):
+    """``{'log_file': flag}`` when the user chose the log's place (messages then name that flag), else {}."""
+    for name, flag in (("logging_dir", "--logging-dir"), ("logging_file", "--logging-file")):
+        if getattr(args, name, None):
+            return {"log_file": flag}
+    return {}
+
+
 def log_path(args, save_dir, prefix):
     if not args.logging_file:
         return os.path.join(save_dir, prefix + ".log")
