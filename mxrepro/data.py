@@ -33,6 +33,7 @@ Normalize(CIFAR mean/std), ImageNet RandomResizedCrop(0.08-1, 3/4-4/3) + flip + 
 lighting 0.1, evaluation resize ceil(224/0.875) + centre crop; bL-Net (docs/reference/blnet.md §3) the same without
 lighting.
 """
+import logging
 import math
 import os
 
@@ -43,10 +44,12 @@ from mxnet.gluon.data.vision import transforms
 
 from . import integrity
 
+log = logging.getLogger(__name__)
+
 __all__ = ["CIFAR_MEAN", "CIFAR_STD", "IMAGENET_MEAN_RGB", "IMAGENET_STD_RGB", "DATASET_CLASSES",
            "ShardedShuffleSampler", "Loader", "DatasetLoader", "RecIterLoader", "cifar_transforms",
            "imagenet_transforms", "RecordIterData", "DatasetData", "cifar_data", "imagenet_folder_data",
-           "num_classes_of", "fbn_rec_kwargs", "gluoncv_rec_kwargs"]
+           "num_classes_of", "fbn_rec_kwargs", "gluoncv_rec_kwargs", "add_check_args"]
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
@@ -109,8 +112,8 @@ class DatasetLoader(Loader):
     distributed kvstore need); ``train=False``: in order, every sample exactly once."""
 
     def __init__(self, dataset, batch_size, transform=None, train=True, num_workers=0, num_parts=1, part_index=0,
-                 seed=0):
-        self.source = dataset
+                 seed=0, guard=None):
+        self.source, self.guard = dataset, guard
         self.dataset = dataset.transform_first(transform) if transform is not None else dataset
         self.sampler = ShardedShuffleSampler(len(dataset), shuffle=train, num_parts=num_parts,
                                              part_index=part_index, seed=seed)
@@ -131,6 +134,8 @@ class DatasetLoader(Loader):
             self.source.set_epoch(epoch)
 
     def __iter__(self):
+        if self.guard is not None:
+            self.guard()
         for data, label in self.loader:
             yield data, label
 
@@ -143,8 +148,9 @@ class RecIterLoader(Loader):
     Validation batches are trimmed to the true record count (the iterator pads the last batch, and
     ``batch.pad`` is stale after ``reset()``, docs/reference/mxnet.md §7). MXNet errors name ``path``."""
 
-    def __init__(self, make_iter, num_samples, batch_size, train, path, last_batch="discard", seed=0):
+    def __init__(self, make_iter, num_samples, batch_size, train, path, last_batch="discard", seed=0, guard=None):
         self.make_iter, self.batch_size, self.train, self.path = make_iter, int(batch_size), train, path
+        self.guard = guard  # guard(None) before each epoch, guard(error) on an MXNetError (may raise DataError)
         self.seed, self.epoch, self.it = int(seed), 0, None
         self.num_samples = self.num_records = int(num_samples)
         if train:
@@ -160,20 +166,30 @@ class RecIterLoader(Loader):
         self.epoch = int(epoch)
 
     def __iter__(self):
-        with integrity.mxnet_errors(self.path):
-            if self.it is None:
-                self.it = self.make_iter(self.seed + (self.epoch if self.train else 0))
-            else:
-                self.it.reset()
-            left = self.num_samples
-            for i, batch in enumerate(self.it):
-                if i >= self.num_batches or left <= 0:
-                    break
-                data, label = batch.data[0], batch.label[0]
-                if data.shape[0] > left:
-                    data, label = data[:left], label[:left]
-                left -= data.shape[0]
-                yield data, label
+        if self.guard is not None:
+            self.guard(None)
+        try:
+            yield from self._batches()
+        except mx.base.MXNetError as e:
+            if self.guard is not None:
+                self.guard(e)
+            with integrity.mxnet_errors(self.path):
+                raise e from None
+
+    def _batches(self):
+        if self.it is None:
+            self.it = self.make_iter(self.seed + (self.epoch if self.train else 0))
+        else:
+            self.it.reset()
+        left = self.num_samples
+        for i, batch in enumerate(self.it):
+            if i >= self.num_batches or left <= 0:
+                break
+            data, label = batch.data[0], batch.label[0]
+            if data.shape[0] > left:
+                data, label = data[:left], label[:left]
+            left -= data.shape[0]
+            yield data, label
 
 
 # ------------------------------------------------------------------------------------------------
@@ -216,6 +232,84 @@ class _Spec:
     name = "data"
     nominal_train = None   # images assumed by a dry run without data (never for training)
     last_batch = "discard"
+    check_opts = dict(mode="auto", skip_bad=False, crop=None, crop_flag=None, expect=None, expect_why="")
+
+    def set_check(self, mode="auto", skip_bad=False, crop=None, crop_flag=None, expect=None, expect_why=""):
+        """How :meth:`verify` checks each ``.rec`` (:func:`mxrepro.integrity.check_records`): ``mode``
+        auto/full/sample; ``skip_bad``: leave undecodable and too-small records out instead of stopping;
+        ``crop``: images with a shorter side are too small (``crop_flag`` names the flag); ``expect``:
+        one warning when images are larger (``expect_why`` says why that size is expected)."""
+        self.check_opts = dict(mode=mode, skip_bad=bool(skip_bad), crop=crop, crop_flag=crop_flag, expect=expect,
+                               expect_why=expect_why)
+        return self
+
+    def _check_rec(self, rec, idx=None):
+        """Check one ``.rec``, print its one-line result; DataError for bad or too-small records
+        unless skipping; returns (RecordCheck, byte offsets of the records to leave out)."""
+        o = self.check_opts
+        c = integrity.check_records(rec, idx, mode=o["mode"])
+        if not hasattr(self, "_stamps"):
+            self._stamps, self._drop = {}, {}
+        self._stamps[rec] = integrity.file_stamp(rec)
+        skip_hint = "or pass --skip-bad-records to train without them"
+        drop = []
+        if c.bad_count:
+            if not o["skip_bad"]:
+                raise integrity.DataError(integrity.bad_record_message(
+                    rec, c.bad, c.bad_count, "%s, %s" % (integrity._hint(rec), skip_hint)))
+            drop += [(k, pos) for k, pos, _ in c.bad]
+        crop = o["crop"]
+        small = c.too_small(crop) if crop else []
+        if small:
+            flag = " (%s %d)" % (o["crop_flag"], crop) if o["crop_flag"] else ""
+            if not o["skip_bad"]:
+                k, h, w = small[0]
+                raise integrity.DataError(
+                    "%s: record %d is %dx%d, smaller than the %dx%d crop%s (%d record%s: %s%s); re-make the data at %d px "
+                    "or more%s, %s" % (rec, k, h, w, crop, crop, flag, len(small), "" if len(small) == 1 else "s are",
+                                       ", ".join(str(s[0]) for s in small[:10]), ", ..." if len(small) > 10 else "",
+                                       crop, ", lower %s" % o["crop_flag"] if o["crop_flag"] else "", skip_hint))
+            starts = None
+            for k, _, _ in small:
+                if starts is None:
+                    starts = integrity.scan_recordio(rec, progress=False).starts
+                drop.append((k, int(starts[k])))
+        expect = o["expect"]
+        if expect:
+            n, hw = c.larger_than(expect)
+            if n:
+                log.warning("%s: %d of %d %simages are larger than the %dx%d expected (e.g. %dx%d)%s", rec, n, c.decoded,
+                            "" if c.full else "sampled ", expect, expect, hw[0], hw[1],
+                            ": " + o["expect_why"] if o["expect_why"] else "")
+        line = "data check: " + c.line()
+        if not c.full:
+            line += "; --data-check full decodes every record"
+        if drop:
+            drop = sorted(set(drop))
+            line += "; skipping %d record%s (--skip-bad-records): %s%s" % (
+                len(drop), "" if len(drop) == 1 else "s", ", ".join(str(k) for k, _ in drop[:20]),
+                ", ..." if len(drop) > 20 else "")
+        print(line, flush=True)
+        self._drop[rec] = drop
+        return c, [pos for _, pos in drop]
+
+    def _recheck(self, rec, idx=None, err=None):
+        """Before an epoch (``err`` None): when ``rec`` changed since its check, check it again; after
+        an MXNet error: decode every record afresh. DataError naming the first new bad record."""
+        if not getattr(self, "_stamps", None) or rec not in self._stamps:
+            return
+        if err is None and integrity.file_stamp(rec) == self._stamps[rec]:
+            return
+        c = integrity.check_records(rec, idx, mode="full", use_cache=err is None)
+        known = set(k for k, _ in self._drop.get(rec, ()))
+        bad = [b for b in c.bad if b[0] not in known]
+        if bad:
+            raise integrity.DataError(integrity.bad_record_message(
+                rec, bad, len(bad), "the file changed or broke after its check (during training); %s"
+                % integrity._hint(rec)))
+        self._stamps[rec] = integrity.file_stamp(rec)
+        if err is None:
+            log.warning("%s changed during training; every record still decodes", rec)
 
     def batches_per_epoch(self, n, per_worker, workers):
         share = n // workers
@@ -251,8 +345,21 @@ class RecordIterData(_Spec):
         self._scans = {}
 
     def verify(self):
+        self._use = {}
         for rec in self.paths:
-            self._scans[rec] = integrity.verify_recordio(rec, self.idx[rec])
+            c, drop = self._check_rec(rec, self.idx[rec])
+            self._scans[rec] = c.summary._replace(records=c.summary.records - len(drop))
+            if drop:
+                k = [k for k, _ in self._drop[rec]]
+                out_rec, out_idx, size = integrity.filtered_copy(rec, k)
+                print("data check: %s is read from %s (a copy without the skipped records, %.1f MB)"
+                      % (rec, out_rec, size / 1e6), flush=True)
+                self._use[rec] = (out_rec, out_idx)
+
+    def _guard(self, rec):
+        def guard(err):
+            self._recheck(rec, self.idx[rec], err)
+        return guard
 
     def label_summary(self):
         return _merge_labels([integrity.label_summary(p) for p in self.paths])
@@ -267,23 +374,28 @@ class RecordIterData(_Spec):
         n = self._count(self.train_rec)
         return min(n, self.num_examples) if self.num_examples else n
 
-    def _idx(self, rec):
-        return {"path_imgidx": self.idx[rec]} if os.path.exists(self.idx[rec]) else {}
+    def _source(self, rec):
+        """ImageRecordIter file arguments for ``rec`` (its filtered copy when records are skipped)."""
+        if rec in getattr(self, "_use", {}):
+            use, idx = self._use[rec]
+            return {"path_imgrec": use, "path_imgidx": idx}
+        return dict(path_imgrec=rec, **({"path_imgidx": self.idx[rec]} if os.path.exists(self.idx[rec]) else {}))
 
     def loaders(self, batch, part=0, parts=1, seed=0):
         common = dict(data_name="data", label_name="softmax_label", batch_size=batch,
                       preprocess_threads=self.threads)
 
         def make_train(s):
-            return mx.io.ImageRecordIter(path_imgrec=self.train_rec, shuffle=True, seed=s, num_parts=parts,
-                                         part_index=part, **self._idx(self.train_rec), **common, **self.train_kwargs)
+            return mx.io.ImageRecordIter(shuffle=True, seed=s, num_parts=parts, part_index=part,
+                                         **self._source(self.train_rec), **common, **self.train_kwargs)
 
         def make_val(_):
-            return mx.io.ImageRecordIter(path_imgrec=self.val_rec, shuffle=False, round_batch=False,
-                                         **self._idx(self.val_rec), **common, **self.val_kwargs)
+            return mx.io.ImageRecordIter(shuffle=False, round_batch=False, **self._source(self.val_rec), **common,
+                                         **self.val_kwargs)
         train = RecIterLoader(make_train, self.num_train() // parts, batch, True, self.train_rec,
-                              last_batch=self.last_batch, seed=seed)
-        val = RecIterLoader(make_val, self._count(self.val_rec), batch, False, self.val_rec)
+                              last_batch=self.last_batch, seed=seed, guard=self._guard(self.train_rec))
+        val = RecIterLoader(make_val, self._count(self.val_rec), batch, False, self.val_rec,
+                            guard=self._guard(self.val_rec))
         return train, val
 
 
@@ -336,6 +448,10 @@ class DatasetData(_Spec):
         if self._sets is None:
             self._sets = self.make_sets()
             tr, va = self._sets
+            for ds in (tr, va):
+                drop = getattr(self, "_offsets", {}).get(getattr(ds, "filename", None))
+                if drop and hasattr(ds, "exclude"):
+                    ds.exclude(drop)
             syn_t, syn_v = getattr(tr, "synsets", None), getattr(va, "synsets", None)
             if syn_t is not None and syn_v is not None and syn_t != syn_v:
                 raise integrity.DataError("%s: the training and validation folders have different classes (%d vs %d "
@@ -345,9 +461,14 @@ class DatasetData(_Spec):
         return self._sets
 
     def verify(self):
+        self._offsets = {}
         for rec in self.rec_files:
-            integrity.verify_recordio(rec)
+            self._offsets[rec] = self._check_rec(rec)[1]
         self._datasets()
+
+    def _guard(self):
+        for rec in self.rec_files:
+            self._recheck(rec)
 
     def label_summary(self):
         return _merge_labels([integrity.label_summary(p) for p in self.label_paths])
@@ -358,7 +479,7 @@ class DatasetData(_Spec):
     def loaders(self, batch, part=0, parts=1, seed=0):
         tr, va = self._datasets()
         train = DatasetLoader(tr, batch, self.train_transform, train=True, num_workers=self.num_workers,
-                              num_parts=parts, part_index=part, seed=seed)
+                              num_parts=parts, part_index=part, seed=seed, guard=self._guard)
         val = DatasetLoader(va, batch, self.val_transform, train=False, num_workers=self.num_workers)
         return train, val
 
@@ -379,7 +500,7 @@ def cifar_data(data_dir, use_rec=True, dataset="cifar100", num_workers=0, train_
     vt = val_transform if val_transform is not None else cifar_transforms(False)
     if use_rec:
         recs = [os.path.join(data_dir, s + ".rec") for s in ("train", "test")]
-        return DatasetData(data_dir, recs, lambda: tuple(gluon.data.vision.ImageRecordDataset(r, flag=1) for r in recs),
+        return DatasetData(data_dir, recs, lambda: tuple(integrity.RecordDataset(r, flag=1) for r in recs),
                            tt, vt, num_workers=num_workers, rec_files=recs, label_paths=recs, hint=hint,
                            nominal_train=50000)
     roots = [os.path.join(data_dir, "images", s) for s in ("train", "test")]
@@ -397,3 +518,14 @@ def imagenet_folder_data(data_dir, train_transform, val_transform, num_workers=0
                        nominal_train=1281167,
                        hint="Expected DIR/train/<class>/*.JPEG and DIR/val/<class>/*.JPEG (tools/prepare_imagenet.py "
                             "sorts val/), or train.rec/val.rec")
+
+
+def add_check_args(group):
+    """The data-check flags every training script has (same names everywhere)."""
+    group.add_argument("--data-check", choices=("auto", "full", "sample"), default="auto",
+                       help="before training, decode every record of each .rec (full), or only 16 spread over it "
+                            "(sample); auto = full up to %d records (cached beside the data while the file is "
+                            "unchanged)" % integrity.FULL_CHECK_MAX)
+    group.add_argument("--skip-bad-records", action="store_true",
+                       help="leave records that do not decode or are smaller than the crop out (listed) instead of "
+                            "stopping; with ImageRecordIter this reads a copy of the .rec without them")
