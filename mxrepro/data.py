@@ -138,6 +138,8 @@ class DatasetLoader(Loader):
             self.guard()
         for data, label in self.loader:
             yield data, label
+        if self.guard is not None:  # a file that changed during the epoch: before its checkpoint
+            self.guard()
 
 
 class RecIterLoader(Loader):
@@ -170,6 +172,8 @@ class RecIterLoader(Loader):
             self.guard(None)
         try:
             yield from self._batches()
+            if self.guard is not None:  # a file that changed during the epoch: before its checkpoint
+                self.guard(None)
         except mx.base.MXNetError as e:
             if self.guard is not None:
                 self.guard(e)
@@ -265,8 +269,8 @@ class _Spec:
             if not o["skip_bad"]:
                 k, h, w = small[0]
                 raise integrity.DataError(
-                    "%s: record %d is %dx%d, smaller than the %dx%d crop%s (%d record%s: %s%s); re-make the data at %d px "
-                    "or more%s, %s" % (rec, k, h, w, crop, crop, flag, len(small), "" if len(small) == 1 else "s are",
+                    "%s: record %d is %dx%d, smaller than the %dx%d crop%s (%d such record%s: %s%s); re-make the data at %d px "
+                    "or more%s, %s" % (rec, k, h, w, crop, crop, flag, len(small), "" if len(small) == 1 else "s",
                                        ", ".join(str(s[0]) for s in small[:10]), ", ..." if len(small) > 10 else "",
                                        crop, ", lower %s" % o["crop_flag"] if o["crop_flag"] else "", skip_hint))
             starts = None
@@ -278,9 +282,8 @@ class _Spec:
         if expect:
             n, hw = c.larger_than(expect)
             if n:
-                log.warning("%s: %d of %d %simages are larger than the %dx%d expected (e.g. %dx%d)%s", rec, n, c.decoded,
-                            "" if c.full else "sampled ", expect, expect, hw[0], hw[1],
-                            ": " + o["expect_why"] if o["expect_why"] else "")
+                self._large.append("%s %d of %d%s, e.g. %dx%d" % (os.path.basename(rec), n, c.decoded,
+                                                                 "" if c.full else " sampled", hw[0], hw[1]))
         line = "data check: " + c.line()
         if not c.full:
             line += "; --data-check full decodes every record"
@@ -292,6 +295,18 @@ class _Spec:
         print(line, flush=True)
         self._drop[rec] = drop
         return c, [pos for _, pos in drop]
+
+    def _check_all(self, recs, idx=None):
+        """:meth:`_check_rec` of each file, then ONE warning for images larger than expected."""
+        self._large, out = [], []
+        for rec in recs:
+            out.append(self._check_rec(rec, (idx or {}).get(rec)))
+        o = self.check_opts
+        if self._large:
+            log.warning("%s: images larger than the %dx%d expected (%s)%s", self.name, o["expect"], o["expect"],
+                        "; ".join(self._large),
+                        ": " + o["expect_why"] if o["expect_why"] else "")
+        return out
 
     def _recheck(self, rec, idx=None, err=None):
         """Before an epoch (``err`` None): when ``rec`` changed since its check, check it again; after
@@ -346,8 +361,7 @@ class RecordIterData(_Spec):
 
     def verify(self):
         self._use = {}
-        for rec in self.paths:
-            c, drop = self._check_rec(rec, self.idx[rec])
+        for rec, (c, drop) in zip(self.paths, self._check_all(self.paths, self.idx)):
             self._scans[rec] = c.summary._replace(records=c.summary.records - len(drop))
             if drop:
                 k = [k for k, _ in self._drop[rec]]
@@ -461,9 +475,7 @@ class DatasetData(_Spec):
         return self._sets
 
     def verify(self):
-        self._offsets = {}
-        for rec in self.rec_files:
-            self._offsets[rec] = self._check_rec(rec)[1]
+        self._offsets = {rec: res[1] for rec, res in zip(self.rec_files, self._check_all(self.rec_files))}
         self._datasets()
 
     def _guard(self):

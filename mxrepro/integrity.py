@@ -1167,11 +1167,15 @@ class RecordDataset(gluon.data.vision.ImageRecordDataset):
     def __getitem__(self, idx):
         k = self._keep[idx] if self._keep is not None else idx
         try:
-            return super().__getitem__(k)
-        except DataError:
-            raise
+            header, data = mx.recordio.unpack(self._record.read_idx(self._record.keys[k]))
+            why = image_problem(data, decode=False)  # MXNet's OpenCV returns garbage for some broken PNGs
+            if why:
+                raise ValueError(why)
+            img = mx.image.imdecode(data, self._flag)
+            return self._transform(img, header.label) if self._transform is not None else (img, header.label)
         except Exception as e:  # noqa: BLE001  (MXNetError, struct.error ... from a changed file)
-            why = mxnet_message(e) if isinstance(e, mx.base.MXNetError) else "%s: %s" % (type(e).__name__, e)
+            why = mxnet_message(e) if isinstance(e, mx.base.MXNetError) else str(e) if isinstance(e, ValueError) \
+                else "%s: %s" % (type(e).__name__, e)
             pos = self._record.idx[self._record.keys[k]]
             raise DataError("%s: record %d at byte %d does not decode during training (%s): the file changed or broke "
                             "after its check; %s" % (self.filename, k, pos, why.strip()[:200], _hint(self.filename))) \
