@@ -1210,6 +1210,47 @@ def bench(n=100000, payload=(50, 300), folder=None):
                 scan_records_per_s=n / best["scan"], verify_records_per_s=n / best["verify"])
 
 
+def _synthetic_rec(path, kind, n, seed=0):
+    """Write ``n`` synthetic records: ``jpeg`` (smooth colour images of 200-260 px a side, quality
+    90, the size of a 224-crop ImageNet record) or ``png32`` (32x32 PNG, CIFAR-like)."""
+    rng = np.random.RandomState(seed)
+    w = mx.recordio.MXIndexedRecordIO(os.path.splitext(path)[0] + ".idx", path, "w")
+    for i in range(n):
+        h, wd = (32, 32) if kind == "png32" else tuple(rng.randint(200, 261, 2))
+        low = rng.randint(0, 256, (max(2, h // 16), max(2, wd // 16), 3)).astype(np.uint8)
+        img = cv2.resize(low, (int(wd), int(h)), interpolation=cv2.INTER_CUBIC)
+        img = np.clip(img.astype(np.int16) + rng.randint(-12, 13, img.shape), 0, 255).astype(np.uint8)
+        fmt = ".png" if kind == "png32" else ".jpg"
+        w.write_idx(i, mx.recordio.pack_img(mx.recordio.IRHeader(0, float(i % 10), i, 0), img, quality=90, img_fmt=fmt))
+    w.close()
+
+
+def bench_decode(specs, workers=None, folder=None):
+    """Time the full decode check (:func:`check_records`, cache unused) of each spec: a ``.rec``
+    path, or ``jpeg:N`` / ``png32:N`` for a synthetic file (:func:`_synthetic_rec`); one process and
+    ``workers`` (default every available core). Returns a list of dicts with records/s."""
+    out = []
+    with tempfile.TemporaryDirectory(dir=folder) as d:
+        for spec in specs:
+            if ":" in spec and not os.path.exists(spec):
+                kind, n = spec.split(":", 1)
+                if kind not in ("jpeg", "png32"):
+                    raise DataError("%s: expected a .rec file, jpeg:N or png32:N" % spec)
+                path = os.path.join(d, "%s-%s.rec" % (kind, n))
+                _synthetic_rec(path, kind, int(n))
+            else:
+                path = spec
+            n = None
+            for k in sorted({1, workers or check_workers(1 << 30)}):
+                t0 = time.perf_counter()
+                c = check_records(path, mode="full", workers=k, progress=False, use_cache=False)
+                dt = time.perf_counter() - t0
+                n = c.summary.records
+                out.append(dict(file=spec, records=n, bytes=c.summary.bytes, workers=k, seconds=dt,
+                                records_per_s=n / dt, bad=c.bad_count))
+    return out
+
+
 def main(argv=None):
     import argparse
     p = argparse.ArgumentParser(prog="python -m mxrepro.integrity",
@@ -1219,7 +1260,16 @@ def main(argv=None):
     p.add_argument("--sample", type=int, default=16, help="records to decode per file (-1: all; default 16)")
     p.add_argument("--repair", action="store_true", help="rebuild a missing or stale .idx from the scan")
     p.add_argument("--bench", type=int, metavar="N", help="time the check on a synthetic file of N small records")
+    p.add_argument("--bench-decode", nargs="+", metavar="SPEC",
+                   help="time the full decode check of .rec files or synthetic jpeg:N / png32:N sets, with one "
+                        "process and with every core (--workers)")
+    p.add_argument("--workers", type=int, default=None, help="processes for --bench-decode (default: every core)")
     args = p.parse_args(argv)
+    if args.bench_decode:
+        for r in bench_decode(args.bench_decode, args.workers):
+            print("%s: %d records (%.1f MB), %d process%s: %.2f s = %.0f records/s"
+                  % (r["file"], r["records"], r["bytes"] / 1e6, r["workers"], "" if r["workers"] == 1 else "es",
+                     r["seconds"], r["records_per_s"]))
     if args.bench:
         r = bench(args.bench)
         print("%d records (%.1f MB): header walk %.3f s = %.0f records/s; with .idx check %.3f s = %.0f records/s"
