@@ -1212,11 +1212,12 @@ def bench(n=100000, payload=(50, 300), folder=None):
 
 def _synthetic_rec(path, kind, n, seed=0):
     """Write ``n`` synthetic records: ``jpeg`` (smooth colour images of 200-260 px a side, quality
-    90, the size of a 224-crop ImageNet record) or ``png32`` (32x32 PNG, CIFAR-like)."""
+    90, about a 224-crop ImageNet record), ``jpeg500`` (500x375, ImageNet's commonest original size)
+    or ``png32`` (32x32 PNG, CIFAR-like)."""
     rng = np.random.RandomState(seed)
     w = mx.recordio.MXIndexedRecordIO(os.path.splitext(path)[0] + ".idx", path, "w")
     for i in range(n):
-        h, wd = (32, 32) if kind == "png32" else tuple(rng.randint(200, 261, 2))
+        h, wd = {"png32": (32, 32), "jpeg500": (375, 500)}.get(kind) or tuple(rng.randint(200, 261, 2))
         low = rng.randint(0, 256, (max(2, h // 16), max(2, wd // 16), 3)).astype(np.uint8)
         img = cv2.resize(low, (int(wd), int(h)), interpolation=cv2.INTER_CUBIC)
         img = np.clip(img.astype(np.int16) + rng.randint(-12, 13, img.shape), 0, 255).astype(np.uint8)
@@ -1234,8 +1235,8 @@ def bench_decode(specs, workers=None, folder=None):
         for spec in specs:
             if ":" in spec and not os.path.exists(spec):
                 kind, n = spec.split(":", 1)
-                if kind not in ("jpeg", "png32"):
-                    raise DataError("%s: expected a .rec file, jpeg:N or png32:N" % spec)
+                if kind not in ("jpeg", "jpeg500", "png32"):
+                    raise DataError("%s: expected a .rec file, jpeg:N, jpeg500:N or png32:N" % spec)
                 path = os.path.join(d, "%s-%s.rec" % (kind, n))
                 _synthetic_rec(path, kind, int(n))
             else:
@@ -1262,7 +1263,7 @@ def main(argv=None):
     p.add_argument("--bench", type=int, metavar="N", help="time the check on a synthetic file of N small records")
     p.add_argument("--bench-decode", nargs="+", metavar="SPEC",
                    help="time the full decode check of .rec files or synthetic jpeg:N / png32:N sets, with one "
-                        "process and with every core (--workers)")
+                        "process and with every core (--workers); jpeg500:N = 500x375 JPEGs")
     p.add_argument("--workers", type=int, default=None, help="processes for --bench-decode (default: every core)")
     args = p.parse_args(argv)
     if args.bench_decode:
