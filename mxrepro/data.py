@@ -2,7 +2,9 @@
 
 A data spec knows its files and answers the engine's questions before anything is built:
 ``exists()`` / ``missing_message()``, ``verify()`` (RecordIO integrity: every record header, the
-``.idx`` offsets, a sampled decode; :mod:`mxrepro.integrity`), ``label_summary()`` (label range and
+``.idx`` offsets, every record decoded and its size checked against the crop, cached, one
+``data check:`` line per file; :func:`mxrepro.integrity.check_records`, settings from
+``set_check``), ``label_summary()`` (label range and
 class count, from the prepare tools' ``prepare_info.json`` or a header scan), ``num_train()`` and
 ``loaders(batch, part, parts, seed)``:
 

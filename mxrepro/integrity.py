@@ -16,6 +16,10 @@ Public API
   skipped, not read), the ``.idx`` checked against it, a sampled decode; returns a
   :class:`RecordSummary`. Writes nothing unless ``repair=True`` (then a missing or stale ``.idx`` is
   rebuilt atomically).
+* :func:`check_records` -- :func:`verify_recordio` plus a decode of every record in a process pool
+  (:func:`decode_all`), image sizes recorded; cached beside the data (:func:`load_check`,
+  :func:`save_check`); :func:`filtered_copy` writes a ``.rec`` without given records.
+* :class:`RecordDataset` -- ImageRecordDataset whose read failures name the record and byte.
 * :func:`label_summary` / :func:`check_labels` -- label range of a ``.rec``, ``.lst`` or image folder.
 * :func:`image_problem` -- why the bytes of an image file would not decode completely (None if they do).
 * :class:`SafeDataset` / :class:`SafeImageFolderDataset` -- Gluon datasets that skip undecodable
@@ -1183,7 +1187,7 @@ class RecordDataset(gluon.data.vision.ImageRecordDataset):
 
 
 # ---------------------------------------------------------------------------------------------
-# command line: python -m mxrepro.integrity FILE.rec ... | --bench N
+# command line: python -m mxrepro.integrity FILE.rec ... | --bench N | --bench-decode SPEC...
 # ---------------------------------------------------------------------------------------------
 def bench(n=100000, payload=(50, 300), folder=None):
     """Time :func:`verify_recordio` (header walk + .idx check, no decode) on a synthetic file of
