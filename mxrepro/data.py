@@ -271,8 +271,8 @@ class _Spec:
             if not o["skip_bad"]:
                 k, h, w = small[0]
                 raise integrity.DataError(
-                    "%s: record %d is %dx%d, smaller than the %dx%d crop%s (%d such record%s: %s%s); re-make the data at %d px "
-                    "or more%s, %s" % (rec, k, h, w, crop, crop, flag, len(small), "" if len(small) == 1 else "s",
+                    "%s: record %d is %dx%d, smaller than the %dx%d crop%s (%d such record%s: %s%s); re-make the data "
+                    "at %d px or more%s, %s" % (rec, k, h, w, crop, crop, flag, len(small), "" if len(small) == 1 else "s",
                                        ", ".join(str(s[0]) for s in small[:10]), ", ..." if len(small) > 10 else "",
                                        crop, ", lower %s" % o["crop_flag"] if o["crop_flag"] else "", skip_hint))
             starts = None
@@ -294,9 +294,22 @@ class _Spec:
             line += "; skipping %d record%s (--skip-bad-records): %s%s" % (
                 len(drop), "" if len(drop) == 1 else "s", ", ".join(str(k) for k, _ in drop[:20]),
                 ", ..." if len(drop) > 20 else "")
-        print(line, flush=True)
+        self._say(line)
         self._drop[rec] = drop
         return c, [pos for _, pos in drop]
+
+    def _say(self, line):
+        """Print a check line now (logging starts after the checks) and keep it for the log file."""
+        print(line, flush=True)
+        self.__dict__.setdefault("_lines", []).append((logging.INFO, line))
+
+    def _log_lines(self):
+        """Write the kept check lines to the run's log file(s) only (the console already has them)."""
+        lines = self.__dict__.pop("_lines", [])
+        for h in logging.getLogger().handlers:
+            if isinstance(h, logging.FileHandler):
+                for level, line in lines:
+                    h.handle(log.makeRecord(log.name, level, __file__, 0, line, (), None))
 
     def _check_all(self, recs, idx=None):
         """:meth:`_check_rec` of each file, then ONE warning for images larger than expected."""
@@ -305,9 +318,11 @@ class _Spec:
             out.append(self._check_rec(rec, (idx or {}).get(rec)))
         o = self.check_opts
         if self._large:
-            log.warning("%s: images larger than the %dx%d expected (%s)%s", self.name, o["expect"], o["expect"],
-                        "; ".join(self._large),
-                        ": " + o["expect_why"] if o["expect_why"] else "")
+            msg = "%s: images larger than the %dx%d expected (%s)%s" % (
+                self.name, o["expect"], o["expect"], "; ".join(self._large), ": " + o["expect_why"] if o["expect_why"]
+                else "")
+            log.warning(msg)
+            self.__dict__.setdefault("_lines", []).append((logging.WARNING, msg))
         return out
 
     def _recheck(self, rec, idx=None, err=None):
@@ -368,8 +383,8 @@ class RecordIterData(_Spec):
             if drop:
                 k = [k for k, _ in self._drop[rec]]
                 out_rec, out_idx, size = integrity.filtered_copy(rec, k)
-                print("data check: %s is read from %s (a copy without the skipped records, %.1f MB)"
-                      % (rec, out_rec, size / 1e6), flush=True)
+                self._say("data check: %s is read from %s (a copy without the skipped records, %.1f MB)"
+                          % (rec, out_rec, size / 1e6))
                 self._use[rec] = (out_rec, out_idx)
 
     def _guard(self, rec):
@@ -398,6 +413,7 @@ class RecordIterData(_Spec):
         return dict(path_imgrec=rec, **({"path_imgidx": self.idx[rec]} if os.path.exists(self.idx[rec]) else {}))
 
     def loaders(self, batch, part=0, parts=1, seed=0):
+        self._log_lines()
         common = dict(data_name="data", label_name="softmax_label", batch_size=batch,
                       preprocess_threads=self.threads)
 
@@ -491,6 +507,7 @@ class DatasetData(_Spec):
         return len(self._datasets()[0])
 
     def loaders(self, batch, part=0, parts=1, seed=0):
+        self._log_lines()
         tr, va = self._datasets()
         train = DatasetLoader(tr, batch, self.train_transform, train=True, num_workers=self.num_workers,
                               num_parts=parts, part_index=part, seed=seed, guard=self._guard)

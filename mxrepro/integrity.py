@@ -55,7 +55,8 @@ __all__ = ["DataError", "RecordSummary", "LabelSummary", "verify_recordio", "sca
            "check_labels", "image_problem", "image_decode", "file_problem", "check_idx", "read_idx",
            "record_payload", "open_records", "sample_positions", "file_stamp", "SafeDataset",
            "SafeImageFolderDataset", "RecordDataset", "RecordCheck", "check_records", "decode_all", "load_check",
-           "save_check", "cache_paths", "filtered_copy", "bad_record_message", "mxnet_errors", "mxnet_call", "mxnet_message", "GuardedIter", "INFO_FILE",
+           "save_check", "cache_paths", "filtered_copy", "bad_record_message", "mxnet_errors", "mxnet_call",
+           "mxnet_message", "GuardedIter", "INFO_FILE",
            "MAGIC"]
 
 log = logging.getLogger(__name__)
@@ -677,7 +678,8 @@ class RecordCheck:
 
     def __init__(self, summary, full, numbers, sizes, bad, bad_count, cached=False, seconds=0.0, cache_path=None):
         self.summary, self.full, self.numbers, self.sizes = summary, full, numbers, sizes
-        self.bad, self.bad_count, self.cached, self.seconds, self.cache_path = bad, bad_count, cached, seconds, cache_path
+        self.bad, self.bad_count, self.cached = bad, bad_count, cached
+        self.seconds, self.cache_path = seconds, cache_path
 
     @property
     def path(self):
@@ -801,12 +803,13 @@ def check_records(rec, idx=None, *, mode="auto", workers=None, progress=None, us
     """Header walk and ``.idx`` check (:func:`verify_recordio`) plus a decode of every record
     (``mode`` "full", or "auto" for files of at most FULL_CHECK_MAX records) or of 16 spread over
     the file ("sample"); returns a :class:`RecordCheck`. Undecodable records are listed, not
-    raised. A full check is stored (:func:`save_check`) and reused while the file is unchanged."""
+    raised. A full check is stored (:func:`save_check`) and reused, in every mode, while the file is
+    unchanged."""
     if mode not in ("auto", "full", "sample"):
         raise ValueError("mode must be auto, full or sample, not %r" % mode)
     if idx is None:
         idx = os.path.splitext(rec)[0] + ".idx"
-    if use_cache and mode != "sample" and os.path.isfile(rec):
+    if use_cache and os.path.isfile(rec):  # a stored full check answers every mode
         got = load_check(rec, idx)
         if got is not None:
             return got
@@ -828,7 +831,8 @@ def bad_record_message(rec, bad, count, why_end):
     k, pos, why = bad[0]
     more = ""
     if count > 1:
-        more = " (%d records fail: %s%s)" % (count, ", ".join(str(b[0]) for b in bad[:10]), ", ..." if count > 10 else "")
+        more = " (%d records fail: %s%s)" % (count, ", ".join(str(b[0]) for b in bad[:10]),
+                                             ", ..." if count > 10 else "")
     return "%s: record %d at byte %d does not decode: %s%s; %s" % (rec, k, pos, why, more, why_end)
 
 

@@ -61,7 +61,8 @@ def args(fam, data, out, extra=()):
 
 def run_script(fam, data, out, extra=()):
     return subprocess.run([sys.executable, os.path.join(ROOT, fam.script)] + args(fam, data, out, extra),
-                          capture_output=True, text=True, timeout=600, cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                          capture_output=True, text=True, timeout=600, cwd=ROOT,
+                          env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
 
 def check_lines(text):
@@ -90,7 +91,8 @@ def test_corrupt_payloads_refused_then_skipped_from_the_cache(name, tmp_path, ca
     assert len(train) == 1 and "(cached)" in train[0], lines
     assert "%d records checked, 2 do not decode" % N_TRAIN in train[0], train
     assert train[0].endswith("skipping 2 records (--skip-bad-records): 7, 50"), train
-    assert out.exists()
+    logs = [os.path.join(d, f) for d, _, fs in os.walk(str(out)) for f in fs if f.endswith(".log")]
+    assert len(logs) == 1 and train[0] in open(logs[0]).read(), logs  # the run's log lists them too
 
 
 def test_skipped_records_are_not_read(tmp_path):
