@@ -157,3 +157,22 @@ def test_a_file_broken_after_its_check_stops_training(name, tmp_path, monkeypatc
     msg = str(e.value)
     assert msg.startswith("%s: record 5 at byte %d does not decode" % (rec, offsets(rec)[5])), msg
     assert "after its check (during training)" in msg and "\n" not in msg
+
+
+def test_an_mxnet_error_names_the_record_by_decoding_again(tmp_path):
+    """A payload broken under an unchanged size and mtime: ImageRecordIter (no padding) raises an MXNetError that
+    names no record; the loader decodes the file again and names it."""
+    data = make_data(str(tmp_path / "data"))
+    rec = os.path.join(data, "test.rec")
+    tr, va = D.fbn_rec_kwargs("cifar", 32)
+    spec = D.RecordIterData(os.path.join(data, "train.rec"), rec, tr, va, threads=1)
+    spec.verify()
+    st = os.stat(rec)
+    corrupt(rec, [9])
+    os.utime(rec, ns=(st.st_atime_ns, st.st_mtime_ns))
+    _, val = spec.loaders(8)
+    with pytest.raises(DataError) as e:
+        list(val)
+    msg = str(e.value)
+    assert msg.startswith("%s: record 9 at byte %d does not decode" % (rec, offsets(rec)[9])), msg
+    assert "\n" not in msg and "during training" in msg
