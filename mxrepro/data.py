@@ -258,28 +258,28 @@ class _Spec:
             self._stamps, self._drop = {}, {}
         self._stamps[rec] = integrity.file_stamp(rec)
         skip_hint = "or pass --skip-bad-records to train without them"
-        drop = []
+        errors, drop = [], []
         if c.bad_count:
-            if not o["skip_bad"]:
-                raise integrity.DataError(integrity.bad_record_message(
-                    rec, c.bad, c.bad_count, "%s, %s" % (integrity._hint(rec), skip_hint)))
+            errors.append(integrity.bad_record_message(rec, c.bad, c.bad_count, "%s, " % integrity._hint(rec)))
             drop += [(k, pos) for k, pos, _ in c.bad]
         crop = o["crop"]
         small = c.too_small(crop) if crop else []
         if small:
             flag = " (%s %d)" % (o["crop_flag"], crop) if o["crop_flag"] else ""
-            if not o["skip_bad"]:
-                k, h, w = small[0]
-                raise integrity.DataError(
-                    "%s: record %d is %dx%d, smaller than the %dx%d crop%s (%d such record%s: %s%s); re-make the data "
-                    "at %d px or more%s, %s" % (rec, k, h, w, crop, crop, flag, len(small), "" if len(small) == 1 else "s",
-                                       ", ".join(str(s[0]) for s in small[:10]), ", ..." if len(small) > 10 else "",
-                                       crop, ", lower %s" % o["crop_flag"] if o["crop_flag"] else "", skip_hint))
-            starts = None
-            for k, _, _ in small:
-                if starts is None:
-                    starts = integrity.scan_recordio(rec, progress=False).starts
-                drop.append((k, int(starts[k])))
+            k, h, w = small[0]
+            errors.append(
+                "%s: record %d is %dx%d, smaller than the %dx%d crop%s (%d such record%s: %s%s); re-make the data at %d "
+                "px or more%s, " % (rec, k, h, w, crop, crop, flag, len(small), "" if len(small) == 1 else "s",
+                                   ", ".join(str(s[0]) for s in small[:10]), ", ..." if len(small) > 10 else "", crop,
+                                   ", lower %s" % o["crop_flag"] if o["crop_flag"] else ""))
+            starts = integrity.scan_recordio(rec, progress=False).starts
+            drop += [(k, int(starts[k])) for k, _, _ in small]
+        drop = sorted(set(drop))
+        if errors and not o["skip_bad"]:
+            raise integrity.DataError(errors[0] + skip_hint)
+        if errors and len(drop) >= c.summary.records:
+            raise integrity.DataError(errors[0][:-2] + " (--skip-bad-records would leave none of its %d records)"
+                                      % c.summary.records)
         expect = o["expect"]
         if expect:
             n, hw = c.larger_than(expect)
@@ -290,7 +290,6 @@ class _Spec:
         if not c.full:
             line += "; --data-check full decodes every record"
         if drop:
-            drop = sorted(set(drop))
             line += "; skipping %d record%s (--skip-bad-records): %s%s" % (
                 len(drop), "" if len(drop) == 1 else "s", ", ".join(str(k) for k, _ in drop[:20]),
                 ", ..." if len(drop) > 20 else "")

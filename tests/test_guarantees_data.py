@@ -123,6 +123,8 @@ def test_images_smaller_than_the_crop_are_refused(name, tmp_path):
     assert msg.startswith("%s: record 0 is 16x16, smaller than the 32x32 crop%s (%d such records" % (
         os.path.join(data, "train.rec"), flag, N_TRAIN)), msg
     assert "\n" not in msg and "--skip-bad-records" in msg
+    with pytest.raises(DataError, match="--skip-bad-records would leave none of its %d records" % N_TRAIN):
+        fam.main(args(fam, data, out, ["--skip-bad-records"]))  # every image is too small
     assert not out.exists()
 
 
