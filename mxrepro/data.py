@@ -2,7 +2,9 @@
 
 A data spec knows its files and answers the engine's questions before anything is built:
 ``exists()`` / ``missing_message()``, ``verify()`` (RecordIO integrity: every record header, the
-``.idx`` offsets, a sampled decode; :mod:`mxrepro.integrity`), ``label_summary()`` (label range and
+``.idx`` offsets, every record decoded and its size checked against the crop, cached, one
+``data check:`` line per file; :func:`mxrepro.integrity.check_records`, settings from
+``set_check``), ``label_summary()`` (label range and
 class count, from the prepare tools' ``prepare_info.json`` or a header scan), ``num_train()`` and
 ``loaders(batch, part, parts, seed)``:
 
@@ -33,6 +35,7 @@ Normalize(CIFAR mean/std), ImageNet RandomResizedCrop(0.08-1, 3/4-4/3) + flip + 
 lighting 0.1, evaluation resize ceil(224/0.875) + centre crop; bL-Net (docs/reference/blnet.md §3) the same without
 lighting.
 """
+import logging
 import math
 import os
 
@@ -43,10 +46,12 @@ from mxnet.gluon.data.vision import transforms
 
 from . import integrity
 
+log = logging.getLogger(__name__)
+
 __all__ = ["CIFAR_MEAN", "CIFAR_STD", "IMAGENET_MEAN_RGB", "IMAGENET_STD_RGB", "DATASET_CLASSES",
            "ShardedShuffleSampler", "Loader", "DatasetLoader", "RecIterLoader", "cifar_transforms",
            "imagenet_transforms", "RecordIterData", "DatasetData", "cifar_data", "imagenet_folder_data",
-           "num_classes_of", "fbn_rec_kwargs", "gluoncv_rec_kwargs"]
+           "num_classes_of", "fbn_rec_kwargs", "gluoncv_rec_kwargs", "add_check_args"]
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
@@ -109,8 +114,8 @@ class DatasetLoader(Loader):
     distributed kvstore need); ``train=False``: in order, every sample exactly once."""
 
     def __init__(self, dataset, batch_size, transform=None, train=True, num_workers=0, num_parts=1, part_index=0,
-                 seed=0):
-        self.source = dataset
+                 seed=0, guard=None):
+        self.source, self.guard = dataset, guard
         self.dataset = dataset.transform_first(transform) if transform is not None else dataset
         self.sampler = ShardedShuffleSampler(len(dataset), shuffle=train, num_parts=num_parts,
                                              part_index=part_index, seed=seed)
@@ -131,8 +136,12 @@ class DatasetLoader(Loader):
             self.source.set_epoch(epoch)
 
     def __iter__(self):
+        if self.guard is not None:
+            self.guard()
         for data, label in self.loader:
             yield data, label
+        if self.guard is not None:  # a file that changed during the epoch: before its checkpoint
+            self.guard()
 
 
 class RecIterLoader(Loader):
@@ -143,8 +152,9 @@ class RecIterLoader(Loader):
     Validation batches are trimmed to the true record count (the iterator pads the last batch, and
     ``batch.pad`` is stale after ``reset()``, docs/reference/mxnet.md §7). MXNet errors name ``path``."""
 
-    def __init__(self, make_iter, num_samples, batch_size, train, path, last_batch="discard", seed=0):
+    def __init__(self, make_iter, num_samples, batch_size, train, path, last_batch="discard", seed=0, guard=None):
         self.make_iter, self.batch_size, self.train, self.path = make_iter, int(batch_size), train, path
+        self.guard = guard  # guard(None) before each epoch, guard(error) on an MXNetError (may raise DataError)
         self.seed, self.epoch, self.it = int(seed), 0, None
         self.num_samples = self.num_records = int(num_samples)
         if train:
@@ -160,20 +170,32 @@ class RecIterLoader(Loader):
         self.epoch = int(epoch)
 
     def __iter__(self):
-        with integrity.mxnet_errors(self.path):
-            if self.it is None:
-                self.it = self.make_iter(self.seed + (self.epoch if self.train else 0))
-            else:
-                self.it.reset()
-            left = self.num_samples
-            for i, batch in enumerate(self.it):
-                if i >= self.num_batches or left <= 0:
-                    break
-                data, label = batch.data[0], batch.label[0]
-                if data.shape[0] > left:
-                    data, label = data[:left], label[:left]
-                left -= data.shape[0]
-                yield data, label
+        if self.guard is not None:
+            self.guard(None)
+        try:
+            yield from self._batches()
+            if self.guard is not None:  # a file that changed during the epoch: before its checkpoint
+                self.guard(None)
+        except mx.base.MXNetError as e:
+            if self.guard is not None:
+                self.guard(e)
+            with integrity.mxnet_errors(self.path):
+                raise e from None
+
+    def _batches(self):
+        if self.it is None:
+            self.it = self.make_iter(self.seed + (self.epoch if self.train else 0))
+        else:
+            self.it.reset()
+        left = self.num_samples
+        for i, batch in enumerate(self.it):
+            if i >= self.num_batches or left <= 0:
+                break
+            data, label = batch.data[0], batch.label[0]
+            if data.shape[0] > left:
+                data, label = data[:left], label[:left]
+            left -= data.shape[0]
+            yield data, label
 
 
 # ------------------------------------------------------------------------------------------------
@@ -216,6 +238,109 @@ class _Spec:
     name = "data"
     nominal_train = None   # images assumed by a dry run without data (never for training)
     last_batch = "discard"
+    check_opts = dict(mode="auto", skip_bad=False, crop=None, crop_flag=None, expect=None, expect_why="")
+
+    def set_check(self, mode="auto", skip_bad=False, crop=None, crop_flag=None, expect=None, expect_why=""):
+        """How :meth:`verify` checks each ``.rec`` (:func:`mxrepro.integrity.check_records`): ``mode``
+        auto/full/sample; ``skip_bad``: leave undecodable and too-small records out instead of stopping;
+        ``crop``: images with a shorter side are too small (``crop_flag`` names the flag); ``expect``:
+        one warning when images are larger (``expect_why`` says why that size is expected)."""
+        self.check_opts = dict(mode=mode, skip_bad=bool(skip_bad), crop=crop, crop_flag=crop_flag, expect=expect,
+                               expect_why=expect_why)
+        return self
+
+    def _check_rec(self, rec, idx=None):
+        """Check one ``.rec``, print its one-line result; DataError for bad or too-small records
+        unless skipping; returns (RecordCheck, byte offsets of the records to leave out)."""
+        o = self.check_opts
+        c = integrity.check_records(rec, idx, mode=o["mode"])
+        if not hasattr(self, "_stamps"):
+            self._stamps, self._drop = {}, {}
+        self._stamps[rec] = integrity.file_stamp(rec)
+        skip_hint = "or pass --skip-bad-records to train without them"
+        errors, drop = [], []
+        if c.bad_count:
+            errors.append(integrity.bad_record_message(rec, c.bad, c.bad_count, "%s, " % integrity._hint(rec)))
+            drop += [(k, pos) for k, pos, _ in c.bad]
+        crop = o["crop"]
+        small = c.too_small(crop) if crop else []
+        if small:
+            flag = " (%s %d)" % (o["crop_flag"], crop) if o["crop_flag"] else ""
+            k, h, w = small[0]
+            errors.append(
+                "%s: record %d is %dx%d, smaller than the %dx%d crop%s (%d such record%s: %s%s); re-make the data at %d "
+                "px or more%s, " % (rec, k, h, w, crop, crop, flag, len(small), "" if len(small) == 1 else "s",
+                                   ", ".join(str(s[0]) for s in small[:10]), ", ..." if len(small) > 10 else "", crop,
+                                   ", lower %s" % o["crop_flag"] if o["crop_flag"] else ""))
+            starts = integrity.scan_recordio(rec, progress=False).starts
+            drop += [(k, int(starts[k])) for k, _, _ in small]
+        drop = sorted(set(drop))
+        if errors and not o["skip_bad"]:
+            raise integrity.DataError(errors[0] + skip_hint)
+        if errors and len(drop) >= c.summary.records:
+            raise integrity.DataError(errors[0][:-2] + " (--skip-bad-records would leave none of its %d records)"
+                                      % c.summary.records)
+        expect = o["expect"]
+        if expect:
+            n, hw = c.larger_than(expect)
+            if n:
+                self._large.append("%s %d of %d%s, e.g. %dx%d" % (os.path.basename(rec), n, c.decoded,
+                                                                 "" if c.full else " sampled", hw[0], hw[1]))
+        line = "data check: " + c.line()
+        if not c.full:
+            line += "; --data-check full decodes every record"
+        if drop:
+            line += "; skipping %d record%s (--skip-bad-records): %s%s" % (
+                len(drop), "" if len(drop) == 1 else "s", ", ".join(str(k) for k, _ in drop[:20]),
+                ", ..." if len(drop) > 20 else "")
+        self._say(line)
+        self._drop[rec] = drop
+        return c, [pos for _, pos in drop]
+
+    def _say(self, line):
+        """Print a check line now (logging starts after the checks) and keep it for the log file."""
+        print(line, flush=True)
+        self.__dict__.setdefault("_lines", []).append((logging.INFO, line))
+
+    def _log_lines(self):
+        """Write the kept check lines to the run's log file(s) only (the console already has them)."""
+        lines = self.__dict__.pop("_lines", [])
+        for h in logging.getLogger().handlers:
+            if isinstance(h, logging.FileHandler):
+                for level, line in lines:
+                    h.handle(log.makeRecord(log.name, level, __file__, 0, line, (), None))
+
+    def _check_all(self, recs, idx=None):
+        """:meth:`_check_rec` of each file, then ONE warning for images larger than expected."""
+        self._large, out = [], []
+        for rec in recs:
+            out.append(self._check_rec(rec, (idx or {}).get(rec)))
+        o = self.check_opts
+        if self._large:
+            msg = "%s: images larger than the %dx%d expected (%s)%s" % (
+                self.name, o["expect"], o["expect"], "; ".join(self._large), ": " + o["expect_why"] if o["expect_why"]
+                else "")
+            log.warning(msg)
+            self.__dict__.setdefault("_lines", []).append((logging.WARNING, msg))
+        return out
+
+    def _recheck(self, rec, idx=None, err=None):
+        """Before an epoch (``err`` None): when ``rec`` changed since its check, check it again; after
+        an MXNet error: decode every record afresh. DataError naming the first new bad record."""
+        if not getattr(self, "_stamps", None) or rec not in self._stamps:
+            return
+        if err is None and integrity.file_stamp(rec) == self._stamps[rec]:
+            return
+        c = integrity.check_records(rec, idx, mode="full", use_cache=err is None)
+        known = set(k for k, _ in self._drop.get(rec, ()))
+        bad = [b for b in c.bad if b[0] not in known]
+        if bad:
+            raise integrity.DataError(integrity.bad_record_message(
+                rec, bad, len(bad), "the file changed or broke after its check (during training); %s"
+                % integrity._hint(rec)))
+        self._stamps[rec] = integrity.file_stamp(rec)
+        if err is None:
+            log.warning("%s changed during training; every record still decodes", rec)
 
     def batches_per_epoch(self, n, per_worker, workers):
         share = n // workers
@@ -251,8 +376,20 @@ class RecordIterData(_Spec):
         self._scans = {}
 
     def verify(self):
-        for rec in self.paths:
-            self._scans[rec] = integrity.verify_recordio(rec, self.idx[rec])
+        self._use = {}
+        for rec, (c, drop) in zip(self.paths, self._check_all(self.paths, self.idx)):
+            self._scans[rec] = c.summary._replace(records=c.summary.records - len(drop))
+            if drop:
+                k = [k for k, _ in self._drop[rec]]
+                out_rec, out_idx, size = integrity.filtered_copy(rec, k)
+                self._say("data check: %s is read from %s (a copy without the skipped records, %.1f MB)"
+                          % (rec, out_rec, size / 1e6))
+                self._use[rec] = (out_rec, out_idx)
+
+    def _guard(self, rec):
+        def guard(err):
+            self._recheck(rec, self.idx[rec], err)
+        return guard
 
     def label_summary(self):
         return _merge_labels([integrity.label_summary(p) for p in self.paths])
@@ -267,23 +404,29 @@ class RecordIterData(_Spec):
         n = self._count(self.train_rec)
         return min(n, self.num_examples) if self.num_examples else n
 
-    def _idx(self, rec):
-        return {"path_imgidx": self.idx[rec]} if os.path.exists(self.idx[rec]) else {}
+    def _source(self, rec):
+        """ImageRecordIter file arguments for ``rec`` (its filtered copy when records are skipped)."""
+        if rec in getattr(self, "_use", {}):
+            use, idx = self._use[rec]
+            return {"path_imgrec": use, "path_imgidx": idx}
+        return dict(path_imgrec=rec, **({"path_imgidx": self.idx[rec]} if os.path.exists(self.idx[rec]) else {}))
 
     def loaders(self, batch, part=0, parts=1, seed=0):
+        self._log_lines()
         common = dict(data_name="data", label_name="softmax_label", batch_size=batch,
                       preprocess_threads=self.threads)
 
         def make_train(s):
-            return mx.io.ImageRecordIter(path_imgrec=self.train_rec, shuffle=True, seed=s, num_parts=parts,
-                                         part_index=part, **self._idx(self.train_rec), **common, **self.train_kwargs)
+            return mx.io.ImageRecordIter(shuffle=True, seed=s, num_parts=parts, part_index=part,
+                                         **self._source(self.train_rec), **common, **self.train_kwargs)
 
         def make_val(_):
-            return mx.io.ImageRecordIter(path_imgrec=self.val_rec, shuffle=False, round_batch=False,
-                                         **self._idx(self.val_rec), **common, **self.val_kwargs)
+            return mx.io.ImageRecordIter(shuffle=False, round_batch=False, **self._source(self.val_rec), **common,
+                                         **self.val_kwargs)
         train = RecIterLoader(make_train, self.num_train() // parts, batch, True, self.train_rec,
-                              last_batch=self.last_batch, seed=seed)
-        val = RecIterLoader(make_val, self._count(self.val_rec), batch, False, self.val_rec)
+                              last_batch=self.last_batch, seed=seed, guard=self._guard(self.train_rec))
+        val = RecIterLoader(make_val, self._count(self.val_rec), batch, False, self.val_rec,
+                            guard=self._guard(self.val_rec))
         return train, val
 
 
@@ -336,6 +479,10 @@ class DatasetData(_Spec):
         if self._sets is None:
             self._sets = self.make_sets()
             tr, va = self._sets
+            for ds in (tr, va):
+                drop = getattr(self, "_offsets", {}).get(getattr(ds, "filename", None))
+                if drop and hasattr(ds, "exclude"):
+                    ds.exclude(drop)
             syn_t, syn_v = getattr(tr, "synsets", None), getattr(va, "synsets", None)
             if syn_t is not None and syn_v is not None and syn_t != syn_v:
                 raise integrity.DataError("%s: the training and validation folders have different classes (%d vs %d "
@@ -345,9 +492,12 @@ class DatasetData(_Spec):
         return self._sets
 
     def verify(self):
-        for rec in self.rec_files:
-            integrity.verify_recordio(rec)
+        self._offsets = {rec: res[1] for rec, res in zip(self.rec_files, self._check_all(self.rec_files))}
         self._datasets()
+
+    def _guard(self):
+        for rec in self.rec_files:
+            self._recheck(rec)
 
     def label_summary(self):
         return _merge_labels([integrity.label_summary(p) for p in self.label_paths])
@@ -356,9 +506,10 @@ class DatasetData(_Spec):
         return len(self._datasets()[0])
 
     def loaders(self, batch, part=0, parts=1, seed=0):
+        self._log_lines()
         tr, va = self._datasets()
         train = DatasetLoader(tr, batch, self.train_transform, train=True, num_workers=self.num_workers,
-                              num_parts=parts, part_index=part, seed=seed)
+                              num_parts=parts, part_index=part, seed=seed, guard=self._guard)
         val = DatasetLoader(va, batch, self.val_transform, train=False, num_workers=self.num_workers)
         return train, val
 
@@ -379,7 +530,7 @@ def cifar_data(data_dir, use_rec=True, dataset="cifar100", num_workers=0, train_
     vt = val_transform if val_transform is not None else cifar_transforms(False)
     if use_rec:
         recs = [os.path.join(data_dir, s + ".rec") for s in ("train", "test")]
-        return DatasetData(data_dir, recs, lambda: tuple(gluon.data.vision.ImageRecordDataset(r, flag=1) for r in recs),
+        return DatasetData(data_dir, recs, lambda: tuple(integrity.RecordDataset(r, flag=1) for r in recs),
                            tt, vt, num_workers=num_workers, rec_files=recs, label_paths=recs, hint=hint,
                            nominal_train=50000)
     roots = [os.path.join(data_dir, "images", s) for s in ("train", "test")]
@@ -397,3 +548,14 @@ def imagenet_folder_data(data_dir, train_transform, val_transform, num_workers=0
                        nominal_train=1281167,
                        hint="Expected DIR/train/<class>/*.JPEG and DIR/val/<class>/*.JPEG (tools/prepare_imagenet.py "
                             "sorts val/), or train.rec/val.rec")
+
+
+def add_check_args(group):
+    """The data-check flags every training script has (same names everywhere)."""
+    group.add_argument("--data-check", choices=("auto", "full", "sample"), default="auto",
+                       help="before training, decode every record of each .rec (full), or only 16 spread over it "
+                            "(sample); auto = full up to %d records (cached beside the data while the file is "
+                            "unchanged)" % integrity.FULL_CHECK_MAX)
+    group.add_argument("--skip-bad-records", action="store_true",
+                       help="leave records that do not decode or are smaller than the crop out (listed) instead of "
+                            "stopping; with ImageRecordIter this reads a copy of the .rec without them")

@@ -16,6 +16,10 @@ Public API
   skipped, not read), the ``.idx`` checked against it, a sampled decode; returns a
   :class:`RecordSummary`. Writes nothing unless ``repair=True`` (then a missing or stale ``.idx`` is
   rebuilt atomically).
+* :func:`check_records` -- :func:`verify_recordio` plus a decode of every record in a process pool
+  (:func:`decode_all`), image sizes recorded; cached beside the data (:func:`load_check`,
+  :func:`save_check`); :func:`filtered_copy` writes a ``.rec`` without given records.
+* :class:`RecordDataset` -- ImageRecordDataset whose read failures name the record and byte.
 * :func:`label_summary` / :func:`check_labels` -- label range of a ``.rec``, ``.lst`` or image folder.
 * :func:`image_problem` -- why the bytes of an image file would not decode completely (None if they do).
 * :class:`SafeDataset` / :class:`SafeImageFolderDataset` -- Gluon datasets that skip undecodable
@@ -50,7 +54,9 @@ from tqdm import tqdm
 __all__ = ["DataError", "RecordSummary", "LabelSummary", "verify_recordio", "scan_recordio", "label_summary",
            "check_labels", "image_problem", "image_decode", "file_problem", "check_idx", "read_idx",
            "record_payload", "open_records", "sample_positions", "file_stamp", "SafeDataset",
-           "SafeImageFolderDataset", "mxnet_errors", "mxnet_call", "mxnet_message", "GuardedIter", "INFO_FILE",
+           "SafeImageFolderDataset", "RecordDataset", "RecordCheck", "check_records", "decode_all", "load_check",
+           "save_check", "cache_paths", "filtered_copy", "bad_record_message", "mxnet_errors", "mxnet_call",
+           "mxnet_message", "GuardedIter", "INFO_FILE",
            "MAGIC"]
 
 log = logging.getLogger(__name__)
@@ -544,7 +550,7 @@ def decode_records(rec, scan, numbers, rf=None):
     return len(numbers)
 
 
-def verify_recordio(rec, idx=None, *, sample_decode=16, repair=False, progress=None):
+def verify_recordio(rec, idx=None, *, sample_decode=16, repair=False, progress=None, return_scan=False):
     """Check an im2rec ``.rec`` before training; return a :class:`RecordSummary`.
 
     * one sequential walk over the record headers (payloads skipped): every record's magic,
@@ -555,7 +561,7 @@ def verify_recordio(rec, idx=None, *, sample_decode=16, repair=False, progress=N
       -1: every record, which reads the whole file).
 
     A missing index is not an error: the records are counted by the scan (``idx_used`` False). An
-    empty file is.
+    empty file is. ``return_scan``: return ``(summary, scan)``.
     With ``repair=True`` a missing or inconsistent index is rewritten atomically from the scan;
     otherwise nothing is written. Any problem raises :class:`DataError` with one line such as
     ``PATH: record 12 at byte 3456 is corrupt (bad magic 0x00000000); re-run tools/...``."""
@@ -588,13 +594,294 @@ def verify_recordio(rec, idx=None, *, sample_decode=16, repair=False, progress=N
         sampled = decode_records(rec, scan, numbers, rf) if sample_decode else 0
     labels = scan.labels
     lmin, lmax = (_num(labels.min()), _num(labels.max())) if len(labels) else (None, None)
-    return RecordSummary(rec, len(scan), scan.size, lmin, lmax, int(len(np.unique(labels))), int(scan.label_width),
-                         idx or None, used, rebuilt, sampled, time.time() - t0)
+    summary = RecordSummary(rec, len(scan), scan.size, lmin, lmax, int(len(np.unique(labels))),
+                            int(scan.label_width), idx or None, used, rebuilt, sampled, time.time() - t0)
+    return (summary, scan) if return_scan else summary
 
 
 def _num(x):
     x = float(x)
     return int(x) if x.is_integer() else x
+
+
+# ---------------------------------------------------------------------------------------------
+# full decode check: every record, in parallel, cached beside the data
+# ---------------------------------------------------------------------------------------------
+CHECK_VERSION = 1
+FULL_CHECK_MAX = 300000   # mode "auto" decodes every record of files with at most this many records
+QUIET_BELOW = 20000       # fewer records: no progress bar
+_PER_PROCESS = 2048       # records per extra process (fewer: decoded in this process; see docs/datasets.md)
+_KEEP_BAD = 10000         # bad records listed in the cache at most
+
+
+def check_workers(n):
+    """Processes for decoding ``n`` records: one per available core, none extra for small files."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, n // _PER_PROCESS))
+
+
+def _decode_chunk(job):
+    """Decode the records at ``starts`` (numbered from ``lo``): ``(lo, sizes, bad)``, sizes an
+    (n, 2) uint16 array of (height, width), bad a list of (record, byte, reason)."""
+    rec, lo, starts = job
+    sizes, bad = np.zeros((len(starts), 2), np.uint16), []
+    with RecFile(rec) as rf:
+        for j, pos in enumerate(starts):
+            try:
+                img, why = image_decode(record_payload(rf, pos)[3])
+            except (struct.error, ValueError, OSError) as e:
+                img, why = None, "unreadable (%s)" % e
+            if img is None:
+                bad.append((lo + j, int(pos), why))
+            else:
+                sizes[j] = min(img.shape[0], 65535), min(img.shape[1], 65535)
+    return lo, sizes, bad
+
+
+def decode_all(rec, starts, workers=None, progress=None, numbers=None):
+    """Decode the records of ``rec`` starting at byte offsets ``starts`` (a process pool over
+    index ranges); returns ``(sizes, bad)`` as :func:`_decode_chunk`, bad sorted by record.
+    ``numbers``: the record numbers of ``starts`` (default 0..n-1). ``progress``: tqdm bar (None: on
+    a terminal for QUIET_BELOW records or more)."""
+    import multiprocessing as mp
+    import sys
+    starts = np.asarray(starts, np.uint64)
+    n = len(starts)
+    workers = check_workers(n) if workers is None else max(1, min(int(workers), max(n, 1)))
+    chunk = max(64, min(4096, -(-n // (workers * 8))))
+    jobs = [(rec, lo, starts[lo:lo + chunk].tolist()) for lo in range(0, n, chunk)]
+    show = (n >= QUIET_BELOW and sys.stderr.isatty()) if progress is None else bool(progress)
+    sizes, bad = np.zeros((n, 2), np.uint16), []
+    with tqdm(total=n, unit="rec", desc="decoding " + os.path.basename(rec), leave=False, disable=not show) as bar:
+        pool = mp.get_context("fork").Pool(workers) if workers > 1 else None
+        try:
+            for lo, sz, b in (pool.imap_unordered(_decode_chunk, jobs) if pool else map(_decode_chunk, jobs)):
+                sizes[lo:lo + len(sz)] = sz
+                bad += b
+                bar.update(len(sz))
+        finally:
+            if pool:
+                pool.terminate()
+                pool.join()
+    bad.sort()
+    if numbers is not None:
+        numbers = np.asarray(numbers)
+        bad = [(int(numbers[k]), pos, why) for k, pos, why in bad]
+    return sizes, bad
+
+
+class RecordCheck:
+    """Result of :func:`check_records`: ``summary`` (RecordSummary), ``full`` (every record decoded),
+    ``numbers`` (decoded records; None = all), ``sizes`` ((n, 2) height/width of each decoded record,
+    0 where it did not decode), ``bad`` ([(record, byte, reason)]), ``bad_count``, ``cached``,
+    ``seconds`` and ``cache_path`` (None when it could not be written)."""
+
+    def __init__(self, summary, full, numbers, sizes, bad, bad_count, cached=False, seconds=0.0, cache_path=None):
+        self.summary, self.full, self.numbers, self.sizes = summary, full, numbers, sizes
+        self.bad, self.bad_count, self.cached = bad, bad_count, cached
+        self.seconds, self.cache_path = seconds, cache_path
+
+    @property
+    def path(self):
+        return self.summary.path
+
+    @property
+    def decoded(self):
+        return self.summary.records if self.numbers is None else len(self.numbers)
+
+    def _record_numbers(self):
+        return np.arange(len(self.sizes)) if self.numbers is None else np.asarray(self.numbers)
+
+    def too_small(self, side):
+        """[(record, height, width)] of decoded images whose shorter side is below ``side``."""
+        ok = self.sizes.min(axis=1)
+        k = np.flatnonzero((ok > 0) & (ok < side))
+        nums = self._record_numbers()
+        return [(int(nums[i]), int(self.sizes[i, 0]), int(self.sizes[i, 1])) for i in k]
+
+    def larger_than(self, side):
+        """(count, commonest (height, width)) of decoded images with a side above ``side``."""
+        k = np.flatnonzero(self.sizes.max(axis=1) > side)
+        if not len(k):
+            return 0, None
+        u, c = np.unique(self.sizes[k], axis=0, return_counts=True)
+        return len(k), tuple(int(v) for v in u[c.argmax()])
+
+    def size_range(self):
+        """((min height, min width), (max height, max width)) of the decoded images, or None."""
+        s = self.sizes[self.sizes.min(axis=1) > 0]
+        return (tuple(int(v) for v in s.min(0)), tuple(int(v) for v in s.max(0))) if len(s) else None
+
+    def line(self):
+        """``train.rec: 1437 records decoded OK (cached)``-style summary."""
+        what = "records" if self.full else "records, %d sampled," % self.decoded
+        state = "decoded OK" if not self.bad_count else "checked, %d do not decode" % self.bad_count
+        rng = self.size_range()
+        sizes = (", %dx%d" % rng[0] if rng and rng[0] == rng[1] else ", %dx%d..%dx%d" % (rng[0] + rng[1]) if rng
+                 else "")
+        how = "cached" if self.cached else "%.1f s" % self.seconds
+        return "%s: %d %s %s%s (%s)" % (os.path.basename(self.path), self.summary.records, what, state, sizes, how)
+
+
+def cache_paths(rec):
+    """Where the check of ``rec`` is stored: beside it (``<file>.check.json``, the real path of a
+    link) and, when that folder is read-only, under the user's cache folder."""
+    import hashlib
+    real = os.path.realpath(rec)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return [real + ".check.json",
+            os.path.join(base, "mxrepro", "data-check", hashlib.sha1(real.encode()).hexdigest()[:16] + ".json")]
+
+
+def _pack_sizes(sizes):
+    import base64
+    import zlib
+    return base64.b64encode(zlib.compress(np.ascontiguousarray(sizes, "<u2").tobytes(), 6)).decode("ascii")
+
+
+def _unpack_sizes(text):
+    import base64
+    import zlib
+    return np.frombuffer(zlib.decompress(base64.b64decode(text)), "<u2").reshape(-1, 2).astype(np.uint16)
+
+
+def _stamp_or_none(path):
+    try:
+        return file_stamp(path) if path and os.path.isfile(path) else None
+    except OSError:
+        return None
+
+
+def load_check(rec, idx=None):
+    """The stored full check of ``rec`` (a :class:`RecordCheck`, ``cached`` True) when size and
+    mtime of the file (and of ``idx``) are unchanged, else None."""
+    stamp, istamp = file_stamp(rec), _stamp_or_none(idx)
+    for path in cache_paths(rec):
+        try:
+            with open(path) as f:
+                d = json.load(f)
+            if (d.get("version") != CHECK_VERSION or d.get("file") != os.path.realpath(rec)
+                    or d.get("stamp") != stamp or d.get("idx_stamp") != istamp):
+                continue
+            summary = RecordSummary(**dict(d["summary"], path=rec))
+            return RecordCheck(summary, True, None, _unpack_sizes(d["sizes"]), [tuple(b) for b in d["bad"]],
+                               int(d["bad_count"]), cached=True, seconds=d["seconds"], cache_path=path)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
+def _atomic_json(path, obj):
+    d = os.path.dirname(path)
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-check-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_check(rec, idx, check):
+    """Store a full check (see :func:`cache_paths`); the path written, or None."""
+    obj = dict(version=CHECK_VERSION, file=os.path.realpath(rec), stamp=file_stamp(rec), idx_stamp=_stamp_or_none(idx),
+               summary=dict(check.summary.as_dict(), path=os.path.realpath(rec)), records=check.summary.records,
+               size_range=check.size_range(), bad_count=check.bad_count, bad=[list(b) for b in check.bad[:_KEEP_BAD]],
+               seconds=check.seconds, sizes=_pack_sizes(check.sizes))
+    for path in cache_paths(rec):
+        try:
+            _atomic_json(path, obj)
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def check_records(rec, idx=None, *, mode="auto", workers=None, progress=None, use_cache=True):
+    """Header walk and ``.idx`` check (:func:`verify_recordio`) plus a decode of every record
+    (``mode`` "full", or "auto" for files of at most FULL_CHECK_MAX records) or of 16 spread over
+    the file ("sample"); returns a :class:`RecordCheck`. Undecodable records are listed, not
+    raised. A full check is stored (:func:`save_check`) and reused, in every mode, while the file is
+    unchanged."""
+    if mode not in ("auto", "full", "sample"):
+        raise ValueError("mode must be auto, full or sample, not %r" % mode)
+    if idx is None:
+        idx = os.path.splitext(rec)[0] + ".idx"
+    if use_cache and os.path.isfile(rec):  # a stored full check answers every mode
+        got = load_check(rec, idx)
+        if got is not None:
+            return got
+    t0 = time.time()
+    summary, scan = verify_recordio(rec, idx, sample_decode=0, progress=progress, return_scan=True)
+    full = mode == "full" or (mode == "auto" and len(scan) <= FULL_CHECK_MAX)
+    numbers = None if full else sample_positions(len(scan), 16)
+    starts = scan.starts if full else scan.starts[numbers]
+    sizes, bad = decode_all(rec, starts, workers=workers, progress=progress, numbers=numbers)
+    summary = summary._replace(sampled=len(starts), seconds=time.time() - t0)
+    check = RecordCheck(summary, full, numbers, sizes, bad, len(bad), seconds=time.time() - t0)
+    if full:
+        check.cache_path = save_check(rec, idx, check)
+    return check
+
+
+def bad_record_message(rec, bad, count, why_end):
+    """One line naming the first bad record (number, byte, reason) and how many more there are."""
+    k, pos, why = bad[0]
+    more = ""
+    if count > 1:
+        more = " (%d records fail: %s%s)" % (count, ", ".join(str(b[0]) for b in bad[:10]),
+                                             ", ..." if count > 10 else "")
+    return "%s: record %d at byte %d does not decode: %s%s; %s" % (rec, k, pos, why, more, why_end)
+
+
+def filtered_copy(rec, drop, out=None):
+    """Copy ``rec`` without the records numbered in ``drop`` (an ImageRecordIter reads every record
+    in the byte range of an index entry, so a filtered .idx alone cannot leave one out): writes
+    ``<rec>.skip-<hash>.rec`` and ``.idx`` beside it (else in the user's cache folder), reused while
+    ``rec`` is unchanged; returns ``(rec path, idx path, bytes)``."""
+    import hashlib
+    drop = sorted(set(int(k) for k in drop))
+    stamp = file_stamp(rec)
+    key = hashlib.sha1(json.dumps([os.path.realpath(rec), stamp, drop]).encode()).hexdigest()[:10]
+    name = os.path.basename(os.path.realpath(rec))[:-4] + ".skip-%s" % key
+    scan = None
+    for d in (os.path.dirname(os.path.realpath(rec)), os.path.dirname(cache_paths(rec)[1])):
+        out_rec, out_idx = os.path.join(d, name + ".rec"), os.path.join(d, name + ".idx")
+        if os.path.isfile(out_rec) and os.path.isfile(out_idx):
+            return out_rec, out_idx, os.path.getsize(out_rec)
+        if scan is None:
+            scan = scan_recordio(rec, progress=False)
+        ends = np.append(scan.starts[1:], np.uint64(scan.size))
+        try:
+            os.makedirs(d, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-skip-")
+        except OSError:
+            continue
+        tmp_idx = tmp + ".idx"
+        try:
+            pos, drop_set = 0, set(drop)
+            with os.fdopen(fd, "wb") as f, RecFile(rec) as rf, open(tmp_idx, "w") as fi:
+                for k in range(len(scan)):
+                    if k in drop_set:
+                        continue
+                    a, b = int(scan.starts[k]), int(ends[k])
+                    fi.write("%d\t%d\n" % (k, pos))
+                    for p in range(a, b, 64 << 20):
+                        f.write(rf.read(p, min(64 << 20, b - p)))
+                    pos += b - a
+            os.replace(tmp_idx, out_idx)
+            os.replace(tmp, out_rec)
+            return out_rec, out_idx, pos
+        except OSError:
+            continue
+        finally:
+            for t in (tmp, tmp_idx):
+                if os.path.exists(t):
+                    os.remove(t)
+    raise DataError("%s: cannot write a copy without the bad records beside it or in the cache folder; "
+                    "free some space or re-create the file" % rec)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -868,8 +1155,43 @@ class SafeImageFolderDataset(SafeDataset):
         self.synsets, self.items = ds.synsets, ds.items
 
 
+class RecordDataset(gluon.data.vision.ImageRecordDataset):
+    """``ImageRecordDataset`` whose read or decode failure is a one-line :class:`DataError` naming
+    the file, the record and its byte offset (never MXNet's traceback); ``exclude(offsets)`` leaves
+    the records starting at those bytes out."""
+
+    def __init__(self, filename, flag=1, transform=None):
+        super().__init__(filename, flag, transform)
+        self.filename, self._keep = filename, None
+
+    def exclude(self, offsets):
+        drop = set(int(o) for o in offsets)
+        rec = self._record
+        self._keep = [i for i, k in enumerate(rec.keys) if int(rec.idx[k]) not in drop]
+
+    def __len__(self):
+        return len(self._keep) if self._keep is not None else len(self._record.keys)
+
+    def __getitem__(self, idx):
+        k = self._keep[idx] if self._keep is not None else idx
+        try:
+            header, data = mx.recordio.unpack(self._record.read_idx(self._record.keys[k]))
+            why = image_problem(data, decode=False)  # MXNet's OpenCV returns garbage for some broken PNGs
+            if why:
+                raise ValueError(why)
+            img = mx.image.imdecode(data, self._flag)
+            return self._transform(img, header.label) if self._transform is not None else (img, header.label)
+        except Exception as e:  # noqa: BLE001  (MXNetError, struct.error ... from a changed file)
+            why = mxnet_message(e) if isinstance(e, mx.base.MXNetError) else str(e) if isinstance(e, ValueError) \
+                else "%s: %s" % (type(e).__name__, e)
+            pos = self._record.idx[self._record.keys[k]]
+            raise DataError("%s: record %d at byte %d does not decode during training (%s): the file changed or broke "
+                            "after its check; %s" % (self.filename, k, pos, why.strip()[:200], _hint(self.filename))) \
+                from None
+
+
 # ---------------------------------------------------------------------------------------------
-# command line: python -m mxrepro.integrity FILE.rec ... | --bench N
+# command line: python -m mxrepro.integrity FILE.rec ... | --bench N | --bench-decode SPEC...
 # ---------------------------------------------------------------------------------------------
 def bench(n=100000, payload=(50, 300), folder=None):
     """Time :func:`verify_recordio` (header walk + .idx check, no decode) on a synthetic file of
@@ -896,6 +1218,48 @@ def bench(n=100000, payload=(50, 300), folder=None):
                 scan_records_per_s=n / best["scan"], verify_records_per_s=n / best["verify"])
 
 
+def _synthetic_rec(path, kind, n, seed=0):
+    """Write ``n`` synthetic records: ``jpeg`` (smooth colour images of 200-260 px a side, quality
+    90, about a 224-crop ImageNet record), ``jpeg500`` (500x375, ImageNet's commonest original size)
+    or ``png32`` (32x32 PNG, CIFAR-like)."""
+    rng = np.random.RandomState(seed)
+    w = mx.recordio.MXIndexedRecordIO(os.path.splitext(path)[0] + ".idx", path, "w")
+    for i in range(n):
+        h, wd = {"png32": (32, 32), "jpeg500": (375, 500)}.get(kind) or tuple(rng.randint(200, 261, 2))
+        low = rng.randint(0, 256, (max(2, h // 16), max(2, wd // 16), 3)).astype(np.uint8)
+        img = cv2.resize(low, (int(wd), int(h)), interpolation=cv2.INTER_CUBIC)
+        img = np.clip(img.astype(np.int16) + rng.randint(-12, 13, img.shape), 0, 255).astype(np.uint8)
+        fmt = ".png" if kind == "png32" else ".jpg"
+        w.write_idx(i, mx.recordio.pack_img(mx.recordio.IRHeader(0, float(i % 10), i, 0), img, quality=90, img_fmt=fmt))
+    w.close()
+
+
+def bench_decode(specs, workers=None, folder=None):
+    """Time the full decode check (:func:`check_records`, cache unused) of each spec: a ``.rec``
+    path, or ``jpeg:N`` / ``png32:N`` for a synthetic file (:func:`_synthetic_rec`); one process and
+    ``workers`` (default every available core). Returns a list of dicts with records/s."""
+    out = []
+    with tempfile.TemporaryDirectory(dir=folder) as d:
+        for spec in specs:
+            if ":" in spec and not os.path.exists(spec):
+                kind, n = spec.split(":", 1)
+                if kind not in ("jpeg", "jpeg500", "png32"):
+                    raise DataError("%s: expected a .rec file, jpeg:N, jpeg500:N or png32:N" % spec)
+                path = os.path.join(d, "%s-%s.rec" % (kind, n))
+                _synthetic_rec(path, kind, int(n))
+            else:
+                path = spec
+            n = None
+            for k in sorted({1, workers or check_workers(1 << 30)}):
+                t0 = time.perf_counter()
+                c = check_records(path, mode="full", workers=k, progress=False, use_cache=False)
+                dt = time.perf_counter() - t0
+                n = c.summary.records
+                out.append(dict(file=spec, records=n, bytes=c.summary.bytes, workers=k, seconds=dt,
+                                records_per_s=n / dt, bad=c.bad_count))
+    return out
+
+
 def main(argv=None):
     import argparse
     p = argparse.ArgumentParser(prog="python -m mxrepro.integrity",
@@ -905,7 +1269,16 @@ def main(argv=None):
     p.add_argument("--sample", type=int, default=16, help="records to decode per file (-1: all; default 16)")
     p.add_argument("--repair", action="store_true", help="rebuild a missing or stale .idx from the scan")
     p.add_argument("--bench", type=int, metavar="N", help="time the check on a synthetic file of N small records")
+    p.add_argument("--bench-decode", nargs="+", metavar="SPEC",
+                   help="time the full decode check of .rec files or synthetic jpeg:N / png32:N sets, with one "
+                        "process and with every core (--workers); jpeg500:N = 500x375 JPEGs")
+    p.add_argument("--workers", type=int, default=None, help="processes for --bench-decode (default: every core)")
     args = p.parse_args(argv)
+    if args.bench_decode:
+        for r in bench_decode(args.bench_decode, args.workers):
+            print("%s: %d records (%.1f MB), %d process%s: %.2f s = %.0f records/s"
+                  % (r["file"], r["records"], r["bytes"] / 1e6, r["workers"], "" if r["workers"] == 1 else "es",
+                     r["seconds"], r["records_per_s"]))
     if args.bench:
         r = bench(args.bench)
         print("%d records (%.1f MB): header walk %.3f s = %.0f records/s; with .idx check %.3f s = %.0f records/s"

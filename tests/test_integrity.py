@@ -411,3 +411,93 @@ def test_command_line(good_rec, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: %s: record 0 at byte 0 is corrupt (record flag 7)" % good_rec)
     assert err.count("\n") == 1
+
+
+# --------------------------------------------------------------------------- full decode check
+@pytest.fixture
+def mixed_rec(tmp_path, photos):
+    """300 records of two sizes (JPEG 64x43 and PNG 20x30); records 0, 130 and 299 cut in half."""
+    small = cv2.resize(photos[1], (20, 30))
+    payloads = [jpeg(photos[i % 2]) if i % 4 else png(small) for i in range(300)]
+    for k in (0, 130, 299):
+        payloads[k] = payloads[k][:len(payloads[k]) // 2]
+    return write_rec(str(tmp_path / "mixed"), payloads, lst=False)
+
+
+def test_full_check_in_parallel_matches_one_process(mixed_rec):
+    offs = offsets(mixed_rec[:-4] + ".idx")
+    one = I.check_records(mixed_rec, mode="full", workers=1, use_cache=False)
+    three = I.check_records(mixed_rec, mode="full", workers=3, use_cache=False)  # 64-record chunks over 3 processes
+    for c in (one, three):
+        assert c.full and c.decoded == 300 and c.bad_count == 3
+        assert [(k, pos) for k, pos, _ in c.bad] == [(0, offs[0]), (130, offs[130]), (299, offs[299])]
+        assert c.bad[0][2].startswith("truncated PNG") and c.bad[1][2].startswith("truncated JPEG")
+    np.testing.assert_array_equal(one.sizes, three.sizes)
+    heights = [h for h, _ in three.sizes.tolist()]
+    assert heights[1] == 43 and heights[4] == 30 and heights[0] == heights[130] == 0
+    assert three.size_range() == ((30, 20), (43, 64))
+    small = three.too_small(40)
+    assert [k for k, _, _ in small] == [k for k in range(300) if k % 4 == 0 and k not in (0,)]
+    assert small[0] == (4, 30, 20)
+    assert three.larger_than(32)[0] == 300 - 75 - 2  # the JPEGs that decode (64 wide)
+    msg = I.bad_record_message(mixed_rec, three.bad, three.bad_count, "do this")
+    assert msg == "%s: record 0 at byte 0 does not decode: %s (3 records fail: 0, 130, 299); do this" % (
+        mixed_rec, three.bad[0][2])
+
+
+def test_sample_mode_decodes_16_spread_records(mixed_rec):
+    c = I.check_records(mixed_rec, mode="sample")
+    assert not c.full and c.decoded == 16 and c.numbers[0] == 0 and c.numbers[-1] == 299
+    assert [k for k, _, _ in c.bad] == [0, 299]  # 130 is not among the sampled records
+    assert not os.path.exists(mixed_rec + ".check.json")  # only full checks are stored
+
+
+def test_full_check_is_cached_until_the_file_changes(tmp_path, photos, monkeypatch):
+    rec = write_rec(str(tmp_path / "c"), [jpeg(photos[i % 2]) for i in range(40)], lst=False)
+    calls = []
+    real = I.decode_all
+    monkeypatch.setattr(I, "decode_all", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = I.check_records(rec)
+    assert not first.cached and first.cache_path == rec + ".check.json" and len(calls) == 1
+    again = I.check_records(rec)
+    assert again.cached and len(calls) == 1 and again.summary.records == 40
+    np.testing.assert_array_equal(again.sizes, first.sizes)
+    st = os.stat(rec)
+    os.utime(rec, ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))  # same bytes, new mtime: checked again
+    assert not I.check_records(rec).cached and len(calls) == 2
+    with open(rec[:-4] + ".idx", "a") as f:  # the index changed too
+        f.write("")
+    os.utime(rec[:-4] + ".idx", ns=(st.st_atime_ns, st.st_mtime_ns + 2 * 10 ** 9))
+    assert not I.check_records(rec).cached and len(calls) == 3
+
+
+def test_cache_falls_back_to_the_user_cache_folder(tmp_path, photos, monkeypatch):
+    rec = write_rec(str(tmp_path / "ro"), [png(photos[0])] * 5, lst=False)
+    os.mkdir(rec + ".check.json")  # the place beside the data cannot take the file (as a read-only folder)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    c = I.check_records(rec)
+    assert c.cache_path.startswith(str(tmp_path / "cache" / "mxrepro" / "data-check")) and os.path.isfile(c.cache_path)
+    assert I.check_records(rec).cached
+
+
+def test_record_dataset_names_a_record_broken_after_its_check(tmp_path, photos):
+    rec = write_rec(str(tmp_path / "d"), [png(photos[i % 2]) for i in range(6)], lst=False)
+    offs = offsets(rec[:-4] + ".idx")
+    ds = I.RecordDataset(rec)
+    assert ds[3][0].shape == (43, 64, 3)
+    b = bytearray(open(rec, "rb").read())
+    b[offs[3] + 8 + 24 + 40:offs[4] - 20] = b"\x55" * (offs[4] - 20 - offs[3] - 72)  # MXNet decodes garbage
+    open(rec, "wb").write(bytes(b))
+    with pytest.raises(I.DataError) as e:
+        ds[3]
+    assert one_line(e.value).startswith("%s: record 3 at byte %d does not decode during training (corrupt PNG"
+                                        % (rec, offs[3]))
+    ds.exclude([offs[3]])
+    assert len(ds) == 5 and [float(ds[i][1]) for i in range(5)] == [0.0, 1.0, 2.0, 1.0, 2.0]
+
+
+def test_bench_decode_prints_records_per_second(capsys):
+    assert I.main(["--bench-decode", "png32:40", "--workers", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [ln.split(":")[0] for ln in out] == ["png32", "png32"] and "40 records" in out[0]
+    assert "1 process:" in out[0] and "2 processes:" in out[1] and out[1].endswith("records/s")

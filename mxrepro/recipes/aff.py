@@ -129,6 +129,9 @@ def cifar_config(args, argv):
     data_dir = args.data_dir or os.path.join("data", "cifar100_coarse" if args.coarse_labels else args.dataset)
     use_rec = args.use_rec or (not args.use_images and os.path.exists(os.path.join(data_dir, "train.rec")))
     data = cifar_data(data_dir, use_rec=use_rec, dataset=args.dataset, num_workers=args.num_workers)
+    data.set_check(args.data_check, args.skip_bad_records, crop=32, expect=32,
+                   expect_why="the CIFAR recipe crops 32 px (pad 4) without resizing, so a larger image is only partly "
+                              "seen")
     resume, repoch, rstates = G.resume_from_args(args, save_dir, run)
     log_file = os.path.join(args.logging_dir, "train_%s.log" % run) if args.logging_dir else G.log_path(args, save_dir, run)
     cfg = RunConfig(
@@ -264,6 +267,7 @@ def imagenet_config(args, argv):
                              "drop the flag")
         data = imagenet_folder_data(data_dir, imagenet_transforms(True, args.input_size),
                                     imagenet_transforms(False, args.input_size, args.crop_ratio), args.num_workers)
+    data.set_check(args.data_check, args.skip_bad_records, crop=args.input_size, crop_flag="--input-size")
     resume, repoch, rstates = G.resume_from_args(args, save_dir, run)
     cfg = RunConfig(
         family="aff", model=name, model_kwargs=kw, num_classes=args.num_classes,

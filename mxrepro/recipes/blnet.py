@@ -27,7 +27,7 @@ from mxnet.gluon import Block
 from mxnet.gluon.data.vision import transforms
 
 from ..cli import HelpFormatter, device_count, expected_workers
-from ..data import RecordIterData, gluoncv_rec_kwargs, imagenet_folder_data, imagenet_transforms
+from ..data import RecordIterData, add_check_args, gluoncv_rec_kwargs, imagenet_folder_data, imagenet_transforms
 from ..engine import OptimizerSpec, RunConfig, ScheduleSpec, UsageError
 from ..models import get_model, list_models, model_info
 
@@ -101,6 +101,7 @@ def build_parser():
     r.add_argument("--seed", type=int, default=0, help="random seed")
     r.add_argument("--max-batches", type=int, default=0, help="cap batches per epoch (smoke runs); 0 = all")
     r.add_argument("--dry-run", action="store_true", help="print the resolved plan and the command, write nothing")
+    add_check_args(d)
     return p
 
 
@@ -164,6 +165,11 @@ def _data(args, data_dir, strong, notes):
     return imagenet_folder_data(data_dir, t, imagenet_transforms(False, args.input_size, args.crop_ratio), args.workers)
 
 
+def _checked_data(args, data_dir, strong, notes):
+    return _data(args, data_dir, strong, notes).set_check(args.data_check, args.skip_bad_records, crop=args.input_size,
+                                                          crop_flag="--input-size")
+
+
 def config_from_args(args, argv):
     kw = model_kwargs(args)
     workers = expected_workers(args.kv_store)
@@ -180,7 +186,7 @@ def config_from_args(args, argv):
     data_dir = os.path.expanduser(args.data or os.path.join("data", "imagenet"))
     strong = args.strong_aug == "on" or (args.strong_aug == "auto" and args.arch.startswith("bl_seresnext"))
     notes = []
-    data = _data(args, data_dir, strong, notes)
+    data = _checked_data(args, data_dir, strong, notes)
     resume, repoch = args.resume, None
     if re.fullmatch(r"\d+", resume or ""):
         repoch = int(resume)

@@ -26,7 +26,7 @@ import os
 import shlex
 
 from ..cli import HelpFormatter, expected_workers
-from ..data import IMAGENET_MEAN_RGB, RecordIterData, fbn_rec_kwargs
+from ..data import IMAGENET_MEAN_RGB, RecordIterData, add_check_args, fbn_rec_kwargs
 from ..engine import OptimizerSpec, ParamRule, RunConfig, ScheduleSpec, UsageError
 from ..models.registry import get_model, list_models, model_info
 
@@ -85,6 +85,7 @@ def build_parser(dataset):
                        help="value of the 4-pixel padding before the random crop (default 127; the original "
                             "padded with MXNet's 255, restored by --reference-compat)")
     g.add_argument("--data-nthreads", type=int, default=4, help="decoding threads of the ImageRecordIter")
+    add_check_args(g)
     g.add_argument("--kv-store", type=str, default="device",
                    help="kvstore type: local, device, nccl, dist_sync, dist_device_sync, dist_async")
 
@@ -280,6 +281,10 @@ def config_from_args(args, argv):
                           train_kw, val_kw, last_batch="pad", threads=args.data_nthreads,
                           nominal_train=ds["num_examples"], num_examples=args.num_examples,
                           hint="Point --data-dir at the folder with the .rec files (see docs/fbn.md, Data)")
+    data.set_check(args.data_check, args.skip_bad_records, crop=args.data_shape, crop_flag="--data-shape",
+                   expect=args.data_shape if args.dataset == "cifar" else None,
+                   expect_why="the CIFAR recipe pads by 4 and crops %d px without resizing, so a larger image is only "
+                              "partly seen" % args.data_shape)
     cfg = RunConfig(
         family="fbn", model=args.network, model_kwargs=_net_kwargs(args, None), num_classes=args.num_classes,
         input_shape=(3, args.data_shape, args.data_shape), epochs=args.num_epoches,

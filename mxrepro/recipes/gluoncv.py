@@ -7,6 +7,7 @@ The learning rate is used as given (gluon-cv's scripts do not scale it with the 
 import os
 
 from ..cli import device_count, expected_workers
+from ..data import add_check_args
 from ..engine import OptimizerSpec, ParamRule, ScheduleSpec, UsageError
 
 __all__ = ["add_train_args", "parse_epochs", "devices_from_args", "resume_from_args", "schedule_from_args",
@@ -80,6 +81,7 @@ def add_train_args(parser):
                    help="log file; a relative path lands in --save-dir (default: SAVE_DIR/<run>.log)")
     g.add_argument("--seed", type=int, default=0, help="random seed (data order, augmentation, init)")
     g.add_argument("--max-batches", type=int, default=0, help="cap batches per epoch (smoke runs); 0 = all")
+    add_check_args(g)
     g.add_argument("--dry-run", action="store_true", help="print the resolved plan and the command, write nothing")
     return parser
 
