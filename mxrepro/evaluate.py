@@ -55,6 +55,7 @@ import cv2
 import numpy as np
 
 from .ckptfile import WeightsFileError, mx_error_line, verify_checkpoint_file
+from .lifeline import loader_workers_die_with_parent
 
 __all__ = ["PROTOCOLS", "Protocol", "make_protocol", "default_protocol", "EvalData", "open_data", "read_sidecar",
            "paper_numbers", "evaluate", "ROW_FIELDS", "write_json", "append_csv", "check_csv", "sha256_prefix"]
@@ -317,6 +318,8 @@ class EvalData:
         from mxnet import gluon
         ds = _Decoded(self, protocol)
         sampler = gluon.data.BatchSampler(gluon.data.SequentialSampler(self.num_images), batch_size, "keep")
+        if workers > 0:  # decoding processes end with this one (mxrepro.lifeline)
+            loader_workers_die_with_parent()
         return gluon.data.DataLoader(ds, batch_sampler=sampler, num_workers=int(workers))
 
     def _rec_iter(self, protocol, batch_size, workers):

@@ -48,7 +48,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .ckptfile import WeightsFileError, check_readable, check_writable, mx_error_line, verify_checkpoint_file
+from .ckptfile import WeightsFileError, check_writable, mx_error_line, verify_checkpoint_file
 
 __all__ = ["CheckpointError", "WeightMapError", "read_torch_checkpoint", "read_torch_state_dict",
            "extract_state_dict", "read_gluon_params", "checkpoint_format", "BLNET_RULES", "blnet_name_map",
