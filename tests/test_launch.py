@@ -1,6 +1,7 @@
 """tools/launch.py, mxrepro/launcher.py and mxrepro/engine/dist.py (docs/reference/mxnet.md §1.4): a loopback dist_sync
-job, a failing worker, a hanging worker, ssh mode through a stand-in ssh client, and the pieces
-(host file, --env, thread split, dmlc_tracker shim). Only 127.0.0.1 is ever used."""
+job, a failing worker, a hanging worker, ssh mode through a stand-in ssh client, a launcher or training
+run killed with -9 (nothing of it left running: mxrepro/lifeline.py), and the pieces (host file, --env,
+thread split, dmlc_tracker shim). Only 127.0.0.1 is ever used."""
 import os
 import shlex
 import shutil
