@@ -5,7 +5,9 @@ sure the compiled FB operators are registered whenever MXNet is in use: at once 
 already imported, otherwise right after ``import mxnet`` completes. So after ``import mxrepro``
 (put it before ``import mxnet`` in every entry point) ``mx.sym.FMConvolution1/3``,
 ``mx.nd.FMConvolution1/3`` and ``F.FMConvolution1/3`` exist, while modules that never touch MXNet
-(``mxrepro.launcher``, the distributed launcher) import without loading it.
+(``mxrepro.launcher``, the distributed launcher) import without loading it. In a process started by
+the launcher (``MXREPRO_LAUNCHER_PID`` set) it also starts the watchdog that ends the process with the
+launcher (:func:`mxrepro.lifeline.watch_launcher`).
 
 ``get_model``, ``get_symbol``, ``list_models`` and ``model_info`` are the model registry's
 (:mod:`mxrepro.models`), imported on first use.
@@ -48,6 +50,10 @@ class _AfterMXNet(importlib.abc.MetaPathFinder):
         spec.loader.exec_module = exec_module
         return spec
 
+
+if os.environ.get("MXREPRO_LAUNCHER_PID"):  # a process of tools/launch.py's job: end with the launcher
+    from .lifeline import watch_launcher
+    watch_launcher()
 
 if "mxnet" in sys.modules:
     _load_ops()

@@ -45,6 +45,7 @@ from mxnet import gluon
 from mxnet.gluon.data.vision import transforms
 
 from . import integrity
+from .lifeline import loader_workers_die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,8 @@ class DatasetLoader(Loader):
                                              part_index=part_index, seed=seed)
         self.batch_size, self.train, self.seed = batch_size, train, seed
         last = "discard" if train else "keep"
+        if num_workers > 0:  # worker processes end with this one, even on kill -9 (mxrepro.lifeline)
+            loader_workers_die_with_parent()
         self.loader = gluon.data.DataLoader(self.dataset, batch_sampler=gluon.data.BatchSampler(
             self.sampler, batch_size, last), num_workers=num_workers)
         n = self.num_records = len(self.sampler)

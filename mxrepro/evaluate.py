@@ -54,6 +54,9 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from .ckptfile import WeightsFileError, mx_error_line, verify_checkpoint_file
+from .lifeline import loader_workers_die_with_parent
+
 __all__ = ["PROTOCOLS", "Protocol", "make_protocol", "default_protocol", "EvalData", "open_data", "read_sidecar",
            "paper_numbers", "evaluate", "ROW_FIELDS", "write_json", "append_csv", "check_csv", "sha256_prefix"]
 
@@ -315,6 +318,8 @@ class EvalData:
         from mxnet import gluon
         ds = _Decoded(self, protocol)
         sampler = gluon.data.BatchSampler(gluon.data.SequentialSampler(self.num_images), batch_size, "keep")
+        if workers > 0:  # decoding processes end with this one (mxrepro.lifeline)
+            loader_workers_die_with_parent()
         return gluon.data.DataLoader(ds, batch_sampler=sampler, num_workers=int(workers))
 
     def _rec_iter(self, protocol, batch_size, workers):
@@ -487,7 +492,8 @@ class GluonModel:
                     kwargs.update(add)
                     net = get_model(name, classes=num_classes, **kwargs)
             try:
-                self.report = load_pretrained(net, weights, name, ctx=contexts)
+                self.report = load_pretrained(net, weights, name, ctx=contexts, verify_crc=False,
+                                              warn=lambda m: None)  # checked once by evaluate()
                 break
             except WeightMapError as e:
                 n = _class_count_from_mismatch([(b, a) for _, _, a, b in e.mismatched]) \
@@ -545,7 +551,7 @@ class ModuleModel:
                     sym = mx.sym.load(sym_file)
                 except mx.base.MXNetError as e:
                     raise _usage("cannot read %s: %s (a symbol this MXNet cannot load: --rebuild builds it by name, "
-                                 "with the run's --kw)" % (sym_file, str(e).strip().splitlines()[0])) from None
+                                 "with the run's --kw)" % (sym_file, mx_error_line(e))) from None
             self.format = "Module checkpoint (%s)" % os.path.basename(sym_file)
         else:
             if not rebuild:
@@ -585,7 +591,7 @@ class ModuleModel:
             self.mod.set_params(arg, aux, allow_missing=False, allow_extra=False)
         except (mx.base.MXNetError, ValueError) as e:
             raise _usage("cannot run %s from %s: %s" % (name, os.path.basename(weights),
-                                                        str(e).strip().splitlines()[0])) from None
+                                                        mx_error_line(e))) from None
 
     @staticmethod
     def _build(name, num_classes, kwargs):
@@ -633,7 +639,7 @@ class ModuleModel:
             args, _, auxs = sym.infer_shape(data=shape)
         except Exception as e:  # noqa: BLE001  (MXNetError with the operator's message)
             raise _usage("the symbol does not take a %s input: %s" % (
-                "x".join(map(str, shape[1:])), str(e).strip().splitlines()[0])) from None
+                "x".join(map(str, shape[1:])), mx_error_line(e))) from None
         out = {n: s for n, s in zip(sym.list_arguments(), args) if n != "data" and not n.endswith("label")}
         out.update(zip(sym.list_auxiliary_states(), auxs))
         return out
@@ -644,7 +650,7 @@ class ModuleModel:
         try:
             blob = mx.nd.load(path)
         except mx.base.MXNetError as e:
-            raise _usage("%s: not an MXNet parameter file (%s)" % (path, str(e).strip().splitlines()[0])) from None
+            raise _usage("%s: not an MXNet parameter file (%s)" % (path, mx_error_line(e))) from None
         if not isinstance(blob, dict) or not blob:
             raise _usage("%s: holds no named parameters" % path)
         arg, aux = {}, {}
@@ -766,11 +772,13 @@ ROW_FIELDS = ("date", "model", "model_kwargs", "num_classes", "input_size", "wei
 
 def evaluate(model=None, weights=None, data=None, protocol=None, batch_size=50, workers=4, gpus="",
              num_classes=None, input_size=None, resize=None, backend=None, kwargs=None, rebuild=False, limit=None,
-             progress=True, log=print):
+             progress=True, log=print, verify_crc=True):
     """Evaluate ``weights`` of registry model ``model`` on ``data`` (``.rec`` or image folder); return the
     result row (dict with the keys of :data:`ROW_FIELDS`). Bad input raises ``UsageError`` / ``DataError``
     with a one-line message, before any image is read where it can be told beforehand. FBN symbol
-    networks must be registered first (``import symbols``; tools/evaluate.py does)."""
+    networks must be registered first (``import symbols``; tools/evaluate.py does). A checkpoint of this
+    project that no longer matches the size and CRC-32 recorded beside it is refused (``verify_crc=False``:
+    evaluated with a warning)."""
     import mxnet as mx
     from .engine.loop import parse_devices
     from .models.registry import model_info
@@ -778,6 +786,10 @@ def evaluate(model=None, weights=None, data=None, protocol=None, batch_size=50, 
         raise _usage("--weights is required")
     if not os.path.isfile(weights):
         raise _usage("weights not found: %s" % weights)
+    try:  # this project's checkpoints: the size and CRC-32 recorded beside them
+        verify_checkpoint_file(weights, verify=verify_crc, warn=lambda m: print(m, file=sys.stderr))
+    except WeightsFileError as e:
+        raise _usage(e) from None
     if not data:
         raise _usage("--data is required")
     side = read_sidecar(weights)

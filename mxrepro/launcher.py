@@ -29,6 +29,8 @@ import sys
 import threading
 import time
 
+from .lifeline import LAUNCHER_ENV, pdeathsig_preexec
+
 # Environment forwarded to remote processes in ssh mode (the local value, when set). The tracker's
 # own list (dmlc_tracker/ssh.py get_env) plus MXNet's and ps-lite's tuning variables.
 SSH_FORWARD_KEYS = ("OMP_NUM_THREADS", "KMP_AFFINITY", "LD_LIBRARY_PATH", "DMLC_INTERFACE",
@@ -307,7 +309,7 @@ def ssh_jobs(command, num_workers, num_servers, hosts, root_uri, workdir, ssh="s
         else:
             role, rank, argv = "worker", i - num_servers, command
             extra, user = {"DMLC_TASK_ID": str(i - num_servers)}, env_worker
-        renv = _merge(fwd, base, {"DMLC_ROLE": role, "DMLC_NODE_HOST": host}, extra, env, user)
+        renv = _merge(fwd, base, {"DMLC_ROLE": role, "DMLC_NODE_HOST": host, LAUNCHER_ENV: "remote"}, extra, env, user)
         jobs.append(Job(role, rank, ssh_argv(ssh, host, port, remote_script(workdir, renv, argv)), {},
                         host=host, ssh_port=port))
     return jobs
@@ -330,15 +332,6 @@ def sync_dir(local_dir, hosts, dst_dir, ssh="ssh"):
 # --------------------------------------------------------------------------------------------------
 # Supervision
 # --------------------------------------------------------------------------------------------------
-def _set_pdeathsig():  # pragma: no cover - runs in the child between fork and exec
-    """Children get SIGTERM if the launcher itself is killed (Linux prctl PR_SET_PDEATHSIG)."""
-    try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
-    except Exception:
-        pass
-
-
 def exit_status(rc):
     """Popen return code -> shell-style status (a signal N becomes 128+N)."""
     return 128 - rc if rc is not None and rc < 0 else rc
@@ -354,6 +347,12 @@ class Supervisor(object):
     that failed (a signal N counts as 128+N), or 1 when the workers did not follow a scheduler
     that ended; 124 on timeout (as ``timeout(1)``); 130 when interrupted. Remote (ssh) processes
     get a stdin pipe that :meth:`stop` closes (see :func:`remote_script`); local ones /dev/null.
+
+    When the launcher itself dies (kill -9 included) its local processes end too: each gets SIGTERM from
+    the kernel (``PR_SET_PDEATHSIG``, tied to the thread that calls :meth:`start`: call it from the main
+    thread) and, as every process that imports mxrepro, a watchdog on the launcher's pid
+    (``MXREPRO_LAUNCHER_PID``, :func:`mxrepro.lifeline.watch_launcher`) that ends its process group even
+    when it is blocked on a dead server or started behind a shell.
     """
 
     def __init__(self, out=None, err=None, tail=20, term_grace=5.0, poll=0.05):
@@ -401,11 +400,13 @@ class Supervisor(object):
     def start(self, job, cwd=None, base_env=None):
         env = dict(os.environ if base_env is None else base_env)
         env.update({k: str(v) for k, v in job.env.items()})
+        if not job.host:  # the launcher watchdog of every local process (mxrepro.lifeline.watch_launcher)
+            env[LAUNCHER_ENV] = str(os.getpid())
         try:
             p = subprocess.Popen(job.argv, env=env, cwd=cwd,
                                  stdin=subprocess.PIPE if job.host else subprocess.DEVNULL,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 start_new_session=True, preexec_fn=_set_pdeathsig)
+                                 start_new_session=True, preexec_fn=pdeathsig_preexec(signal.SIGTERM))
         except OSError as e:
             self.stop("could not start %s (%s: %s)" % (job.name, job.argv[0], e))
             raise SystemExit("error: could not start %s: %s (%s)" % (job.name, e, job.argv[0]))

@@ -48,6 +48,8 @@ from collections import OrderedDict
 
 import numpy as np
 
+from .ckptfile import WeightsFileError, check_writable, mx_error_line, verify_checkpoint_file
+
 __all__ = ["CheckpointError", "WeightMapError", "read_torch_checkpoint", "read_torch_state_dict",
            "extract_state_dict", "read_gluon_params", "checkpoint_format", "BLNET_RULES", "blnet_name_map",
            "blnet_model_from_arch", "aff_name_map", "detect_aff_layout", "infer_aff_kwargs", "map_weights",
@@ -516,7 +518,7 @@ def read_gluon_params(path):
     try:
         loaded = mx.nd.load(path)
     except mx.base.MXNetError as e:
-        raise CheckpointError("%s: cannot be read as an MXNet .params file (%s)" % (path, str(e).splitlines()[0]))
+        raise CheckpointError("%s: cannot be read as an MXNet .params file (%s)" % (path, mx_error_line(e))) from None
     if not isinstance(loaded, dict):
         raise CheckpointError("%s: holds an unnamed NDArray list, not named parameters" % path)
     out = OrderedDict()
@@ -984,16 +986,34 @@ def _assign(net, arrays, ctx=None):
         p._load_init(data, None if init or p._deferred_init else (ctx or mx.cpu()), cast_dtype=True)
 
 
-def load_pretrained(net, path, model_name=None, layout=None, ctx=None, state_dict_key=None):
+def _checked_source(path, verify_crc=True, warn=None):
+    """The checks before ``path`` is read: it exists and is readable, and (this project's checkpoints) its
+    size and CRC-32 match the ``.json`` beside it (``verify_crc=False``: a mismatch is only warned about)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError("checkpoint not found: %s" % path)
+    try:
+        return verify_checkpoint_file(path, verify=verify_crc, warn=warn or _warn)
+    except WeightsFileError as e:
+        raise CheckpointError(str(e)) from None
+
+
+def _warn(msg):
+    import sys
+    print(msg, file=sys.stderr)
+
+
+def load_pretrained(net, path, model_name=None, layout=None, ctx=None, state_dict_key=None, verify_crc=True,
+                    warn=None):
     """Load a checkpoint into the built network ``net`` and return a small report (dict).
 
     ``path``: this project's own ``.params`` (``save_parameters``), an official bL-Net PyTorch
     checkpoint (``.pth``/``.pth.tar``, either torch.save layout, a bare state dict or one under
     ``state_dict``/``model``, with or without ``module.``), or an official open-aff ``.params``
     (``layout`` 'paper'/'head', detected when None). ``model_name`` (registry name) picks the name
-    map and improves the messages. Raises :class:`WeightMapError` / :class:`CheckpointError`."""
-    if not os.path.exists(path):
-        raise FileNotFoundError("checkpoint not found: %s" % path)
+    map and improves the messages. A checkpoint of this project is refused when it no longer matches
+    the size and CRC-32 recorded beside it (``verify_crc=False``: loaded with a warning to ``warn``).
+    Raises :class:`WeightMapError` / :class:`CheckpointError` / FileNotFoundError."""
+    _checked_source(path, verify_crc, warn)
     family = _family_of(model_name, net)
     arrays, report = _source_for(path, family, net, model_name, layout, state_dict_key)
     _assign(net, arrays, ctx)
@@ -1006,10 +1026,16 @@ def save_gluon_params(arrays, path, dtype="float32"):
     """Write OrderedDict name -> array as a ``save_parameters``-compatible ``.params`` file."""
     import mxnet as mx
     d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
     tmp = path + ".tmp"
-    mx.nd.save(tmp, OrderedDict((k, mx.nd.array(np.asarray(v), dtype=dtype)) for k, v in arrays.items()))
-    os.replace(tmp, path)
+    try:
+        os.makedirs(d, exist_ok=True)
+        mx.nd.save(tmp, OrderedDict((k, mx.nd.array(np.asarray(v), dtype=dtype)) for k, v in arrays.items()))
+        os.replace(tmp, path)
+    except (OSError, mx.base.MXNetError) as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise CheckpointError("cannot write %s: %s" % (path, mx_error_line(e) if isinstance(e, mx.base.MXNetError)
+                                                       else (e.strerror or e))) from None
 
 
 def _infer_family(src, model_name):
@@ -1020,7 +1046,7 @@ def _infer_family(src, model_name):
 
 
 def convert_checkpoint(src, out, model_name=None, family=None, model_kwargs=None, layout=None,
-                       state_dict_key=None, verify=True):
+                       state_dict_key=None, verify=True, verify_crc=True, warn=None):
     """Convert an official checkpoint into a ``.params`` file for ``get_model(model_name, **model_kwargs)``.
 
     ``family`` ('blnet' or 'aff') defaults to the model name's family, else to the file format
@@ -1028,10 +1054,14 @@ def convert_checkpoint(src, out, model_name=None, family=None, model_kwargs=None
     entry or file name (``ImageNet-bLResNet-50-a2-b4.pth.tar`` -> ``bl_resnet50``, alpha 2, beta 4).
     AFF: deep stem / avg-down / classes are taken from the checkpoint unless given in
     ``model_kwargs``. With ``verify`` the written file is loaded back with ``load_parameters`` into a
-    fresh network. Returns a summary dict."""
+    fresh network. ``src`` is checked as in :func:`load_pretrained` (``verify_crc``) and ``out`` for
+    writability before anything is converted. Returns a summary dict."""
     from .models.registry import get_model, model_info
-    if not os.path.exists(src):
-        raise FileNotFoundError("checkpoint not found: %s" % src)
+    _checked_source(src, verify_crc, warn)
+    try:
+        check_writable(out)
+    except WeightsFileError as e:
+        raise CheckpointError(str(e)) from None
     family = family or _infer_family(src, model_name)
     if family not in ("blnet", "aff"):
         raise ValueError("family must be 'blnet' or 'aff', got %r" % family)
@@ -1073,7 +1103,11 @@ def convert_checkpoint(src, out, model_name=None, family=None, model_kwargs=None
                   parameters=int(sum(np.size(a) for a in arrays.values())))
     if verify:
         check = get_model(model_name, **kw)
-        check.load_parameters(out)
+        try:
+            check.load_parameters(out)
+        except Exception as e:  # noqa: BLE001  (MXNetError or a name mismatch: one line)
+            raise CheckpointError("%s was written but does not load back into %s: %s"
+                                  % (out, model_name, mx_error_line(e))) from None
         report["verified"] = True
     return report
 

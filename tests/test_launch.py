@@ -1,6 +1,7 @@
 """tools/launch.py, mxrepro/launcher.py and mxrepro/engine/dist.py (docs/reference/mxnet.md §1.4): a loopback dist_sync
-job, a failing worker, a hanging worker, ssh mode through a stand-in ssh client, and the pieces
-(host file, --env, thread split, dmlc_tracker shim). Only 127.0.0.1 is ever used."""
+job, a failing worker, a hanging worker, ssh mode through a stand-in ssh client, a launcher or training
+run killed with -9 (nothing of it left running: mxrepro/lifeline.py), and the pieces (host file, --env,
+thread split, dmlc_tracker shim). Only 127.0.0.1 is ever used."""
 import os
 import shlex
 import shutil
@@ -40,6 +41,20 @@ class MainOnlySchedule(mx.lr_scheduler.LRScheduler):
 with d.fail_fast():
     kv = mx.kv.create("dist_sync")
     d.guard_worker(kv)
+    if mode == "loop":  # as the training loop: SIGTERM is only recorded and acted on between steps
+        caught = []
+        signal.signal(signal.SIGTERM, lambda *a: caught.append(1))
+        kv.init(5, mx.nd.zeros((4,)))
+        out = mx.nd.zeros((4,))
+        for step in range(100000):
+            if caught:
+                print("interrupted", flush=True)
+                sys.exit(143)
+            kv.push(5, mx.nd.ones((4,)))
+            kv.pull(5, out=out)
+            out.wait_to_read()
+            if step == 2:
+                print("worker %s looping" % task, flush=True)
     if mode == "badopt":
         kv.set_optimizer(mx.optimizer.SGD(learning_rate=0.1, lr_scheduler=MainOnlySchedule(0.1)))
     if mode == "fail" and task == "1":
@@ -159,6 +174,44 @@ def test_hanging_worker_is_killed_at_the_timeout(worker_script):
     assert "worker 0 still running at the time limit" in err and "worker 0 hangs" in err
     assert "ignored SIGTERM" in err and "worker 0" in err.split("ignored SIGTERM")[0].splitlines()[-1]
     assert no_leftovers(tag) == []
+
+
+def _kill_launcher_mid_job(worker_cmd, tag, workers=2):
+    """Start a 2-worker local job, kill -9 the launcher once every worker is stepping; the job's pids."""
+    p = subprocess.Popen([PY, LAUNCH, "--env", "MXREPRO_TEST_TAG:%s" % tag, "-n", str(workers), "-s", "1",
+                          "--loopback", "--timeout", "300"] + worker_cmd, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    seen, t0 = set(), time.time()
+    for line in p.stdout:
+        if "looping" in line:
+            seen.add(line.split("looping")[0])
+        if len(seen) == workers or time.time() - t0 > 240:
+            break
+    job = tagged_pids(tag)
+    p.kill()
+    p.wait()   # reaped: the launcher is gone, not a zombie
+    p.stdout.close()
+    assert len(seen) == workers and len(job) >= workers + 2, (seen, job)
+    return job
+
+
+def test_killed_launcher_takes_the_job_with_it(worker_script):
+    """kill -9 of tools/launch.py while 2 workers step: workers, server and scheduler end within seconds
+    (PR_SET_PDEATHSIG from the launcher; a worker blocked on the dead server by the launcher watchdog)."""
+    tag = uuid.uuid4().hex
+    job = _kill_launcher_mid_job([PY, worker_script, "loop"], tag)
+    assert no_leftovers(tag, wait=10) == [], "left running: %s (job was %s)" % (tagged_pids(tag), job)
+
+
+@pytest.mark.slow
+def test_killed_launcher_behind_a_shell_takes_the_job_with_it(worker_script):
+    """The same when each process is a shell's child (the shell gets the parent-death signal, not Python):
+    the launcher watchdog in every process that imports mxrepro ends it."""
+    tag = uuid.uuid4().hex
+    server = "sh -c %s" % shlex.quote("%s -c 'import mxrepro, mxnet'; true" % shlex.quote(PY))
+    cmd = "%s %s loop; true" % (shlex.quote(PY), shlex.quote(worker_script))
+    job = _kill_launcher_mid_job(["--server-command", server, "sh", "-c", cmd], tag)
+    assert no_leftovers(tag, wait=10) == [], "left running: %s (job was %s)" % (tagged_pids(tag), job)
 
 
 FAKE_SSH = r'''#!/bin/bash
@@ -318,3 +371,89 @@ def test_sync_dir(tmp_path):
         dist.sync_dir(str(src), [("127.0.0.1", "2222")], str(dst), ssh=str(ssh))
         assert (dst / "sub" / "a.txt").read_text() == "hello"
         assert log.read_text().split() == ["127.0.0.1", "2222"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Data-loader worker processes end with their training process
+# --------------------------------------------------------------------------------------------------
+POOL_PARENT = r'''
+import sys, time, multiprocessing
+from mxrepro.lifeline import loader_workers_die_with_parent
+if sys.argv[1] == "on":
+    loader_workers_die_with_parent()
+def work(i):
+    time.sleep(2)                 # busy when the parent dies
+    return b"x" * 1000000         # then a result for a parent that is gone
+if __name__ == "__main__":
+    pool = multiprocessing.Pool(2)
+    pool.map_async(work, range(4))
+    print("started", flush=True)
+    time.sleep(60)
+'''
+
+
+def _running(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("hook", ["on", "off"])
+def test_pool_workers_die_with_a_killed_parent(hook, tmp_path):
+    """multiprocessing workers (what Gluon's DataLoader uses) busy when their parent is killed -9: with
+    loader_workers_die_with_parent they are gone at once and print nothing; without it they finish their
+    task and die on a BrokenPipeError traceback (the control case: the test sees the failure)."""
+    script = tmp_path / "parent.py"
+    script.write_text(POOL_PARENT)
+    p = subprocess.Popen([PY, str(script), hook], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert p.stdout.readline().strip() == "started"
+    time.sleep(0.5)
+    kids = [int(x) for x in subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()]
+    assert len(kids) == 2
+    p.kill()
+    p.wait()
+    err = p.stderr.read()   # EOF once every worker is gone
+    p.stdout.close()
+    p.stderr.close()
+    end = time.time() + 3   # a killed process closes its files just before it is gone
+    while time.time() < end and any(_running(k) for k in kids):
+        time.sleep(0.05)
+    if hook == "on":
+        assert err == "" and not [k for k in kids if _running(k)], err
+    else:
+        assert "BrokenPipeError" in err
+        for k in kids:
+            if _running(k):
+                os.kill(k, 9)
+
+
+def test_killed_training_run_takes_its_loader_workers(digits_small, tmp_path):
+    """kill -9 of a training run reading with -j 2 (DataLoader worker processes): no process of it is left
+    within seconds, none printed a traceback, and the next run (which resumes) shows none either."""
+    from test_guarantees import FAMILIES
+    fam = FAMILIES["aff"]
+    tag = uuid.uuid4().hex
+    cmd = fam.cmd(digits_small, tmp_path / "run", epochs=1, extra=["-j", "2"])
+    env = dict(os.environ, PYTHONUNBUFFERED="1", MXREPRO_TEST_TAG=tag, PYTHONPATH=ROOT)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    head = []
+    for line in p.stdout:
+        head.append(line)
+        if "Epoch[1] Batch[3/" in line:
+            break
+    loaders = [pid for pid in tagged_pids(tag) if pid != p.pid]
+    assert len(loaders) >= 2, (loaders, "".join(head)[-2000:])
+    p.kill()
+    p.wait()
+    assert no_leftovers(tag, wait=5) == []
+    rest = p.stderr.read() + p.stdout.read()
+    p.stdout.close()
+    p.stderr.close()
+    assert "Traceback" not in rest and "BrokenPipe" not in rest, rest[-2000:]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr + r.stdout and "BrokenPipe" not in r.stderr + r.stdout, r.stderr[-2000:]
+    assert no_leftovers(tag) == []

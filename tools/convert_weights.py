@@ -10,8 +10,9 @@
     python tools/convert_weights.py --model aff_cifar_resnet --kw blocks=5 --kw channel_times=4 SRC.params OUT.params
 
 Then ``net = get_model(NAME, **KW); net.load_parameters(OUT)`` (the summary prints NAME and KW).
-Bad input (unreadable file, forbidden pickle global, names or shapes that do not correspond) exits
-with status 2 and a one-line message (``-v`` prints every offending name).
+Bad input (unreadable file, forbidden pickle global, names or shapes that do not correspond, an output
+that cannot be written, a checkpoint of this project that fails the CRC recorded beside it) exits with
+status 2 and a one-line message (``-v`` prints every offending name).
 """
 import argparse
 import json
@@ -19,6 +20,7 @@ import os
 import sys
 
 import mxrepro  # noqa: F401  (sets OMP_NUM_THREADS before mxnet is imported)
+from mxrepro.ckptfile import OVERRIDE_FLAG, mx_error_line
 from mxrepro.cli import parse_kw
 from mxrepro.weights import CheckpointError, WeightMapError, convert_checkpoint
 
@@ -41,6 +43,9 @@ def build_parser():
     p.add_argument("--state-dict-key", default=None, help="entry of a PyTorch checkpoint holding the state dict "
                                                           "(default: the dict itself, 'state_dict' or 'model')")
     p.add_argument("--no-verify", action="store_true", help="skip loading the output back into a fresh network")
+    p.add_argument(OVERRIDE_FLAG, action="store_true",
+                   help="convert a checkpoint of this project even when it does not match the size and CRC-32 recorded "
+                        "in the .json beside it (with a warning); released weights have no such record")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="on a mismatch, list every name")
     return p
@@ -52,13 +57,17 @@ def main(argv=None):
         kw = parse_kw(args.kw)
         rep = convert_checkpoint(args.src, args.out, model_name=args.model, family=args.family, model_kwargs=kw,
                                  layout=None if args.layout == "auto" else args.layout,
-                                 state_dict_key=args.state_dict_key, verify=not args.no_verify)
+                                 state_dict_key=args.state_dict_key, verify=not args.no_verify,
+                                 verify_crc=not args.ignore_checksum)
     except WeightMapError as e:
         print("error: " + (str(e) if args.verbose else e.summary()), file=sys.stderr)
         return 2
-    except (CheckpointError, FileNotFoundError, KeyError, ValueError) as e:
+    except (CheckpointError, OSError, KeyError, ValueError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print("error: " + " ".join(str(msg).split()), file=sys.stderr)
+        return 2
+    except RuntimeError as e:  # MXNetError: its message without the C++ stack trace
+        print("error: %s: %s" % (args.src, mx_error_line(e)), file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(rep, indent=1, sort_keys=True, default=str))

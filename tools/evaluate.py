@@ -24,12 +24,13 @@ Protocols (--protocol, default from the model's family; docs/weights.md, "Evalua
 --data: a .rec (its .idx beside it; checked with mxrepro.integrity first) or an image folder
 ROOT/<class>/<image> (class i = the i-th sorted folder). Output: a progress bar (stderr), a one-line
 result, and with --json / --csv one row (columns: mxrepro.evaluate.ROW_FIELDS). Bad input (missing
-file, corrupt data, weights that do not fit the model, a classes mismatch) exits with status 2 and a
-one-line error.
+file, corrupt data, weights that do not fit the model, a classes mismatch, a checkpoint of this project
+that fails the size/CRC-32 recorded in the .json beside it) exits with status 2 and a one-line error.
 """
 import argparse
 
 import mxrepro  # noqa: F401  (sets OMP_NUM_THREADS before mxnet is imported)
+from mxrepro.ckptfile import OVERRIDE_FLAG
 from mxrepro.cli import HelpFormatter, parse_kw, run_main
 from mxrepro.evaluate import BACKENDS, PROTOCOLS
 
@@ -68,6 +69,9 @@ def build_parser():
     p.add_argument("--json", default=None, metavar="OUT.json", help="write the result row as a JSON object")
     p.add_argument("--csv", default=None, metavar="OUT.csv", help="append the result row (header on a new file)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(OVERRIDE_FLAG, action="store_true",
+                   help="evaluate a checkpoint of this project even when it does not match the size and CRC-32 "
+                        "recorded in the .json beside it (with a warning); released weights have no such record")
     return p
 
 
@@ -84,7 +88,8 @@ def main(argv=None):
     row = evaluate(model=args.model, weights=args.weights, data=args.data, protocol=args.protocol,
                    batch_size=args.batch_size, workers=args.workers, gpus=args.gpus, num_classes=args.num_classes,
                    input_size=args.input_size, resize=args.resize, backend=args.backend, kwargs=kw,
-                   rebuild=args.rebuild, limit=args.limit, progress=not args.no_progress)
+                   rebuild=args.rebuild, limit=args.limit, progress=not args.no_progress,
+                   verify_crc=not args.ignore_checksum)
     if args.json:
         write_json(row, args.json)
     if args.csv:

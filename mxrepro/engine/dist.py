@@ -1,11 +1,14 @@
 """The worker side of distributed training (``--kv-store dist_*`` under ``tools/launch.py``; the
 launcher itself is :mod:`mxrepro.launcher`): kvstore creation with clear errors, the rank
 announcement the launcher reads, and the fail-fast exit that keeps a crashed worker from hanging
-the job at the kvstore's shutdown barrier (docs/reference/mxnet.md §1.4, §6)."""
+the job at the kvstore's shutdown barrier (docs/reference/mxnet.md §1.4, §6). A worker whose launcher
+dies ends with it: SIGTERM from the kernel, and the launcher watchdog (:mod:`mxrepro.lifeline`) when
+it is blocked on a dead server and never gets to act on the signal."""
 import os
 import sys
 
 from ..launcher import RANK_MARK
+from ..lifeline import watch_launcher
 
 __all__ = ["create_kvstore", "worker_shard", "announce_rank", "fail_fast", "guard_worker", "is_dist", "is_sync_dist"]
 
@@ -105,6 +108,7 @@ def guard_worker(kv):
     ``sys.exit(N)`` is not an exception hook case: wrap ``main()`` in :class:`fail_fast` too."""
     if kv is None or "dist" not in getattr(kv, "type", ""):
         return kv
+    watch_launcher()  # normally running since `import mxrepro`; a no-op when not launched
     announce_rank(kv)
     previous = sys.excepthook
 

@@ -109,7 +109,8 @@ def get_model(name: str, *, head=None, head_kwargs=None, pretrained=None, **kwar
       ``get_model('bl_resnet50', fusion='aff', head='fbn')``.
     * ``pretrained=PATH`` loads weights after building (and after the head): this project's
       ``.params``, or a released checkpoint that :mod:`mxrepro.weights` converts by name (bL-Net
-      ``.pth``, AFF ``.params``). No weights ship with the project, so ``pretrained=True`` is an error.
+      ``.pth``, AFF ``.params``); one of this project's checkpoints must match the size and CRC-32 in
+      the ``.json`` beside it. No weights ship with the project, so ``pretrained=True`` is an error.
     """
     entry = model_info(name)
     if pretrained is True:

@@ -11,6 +11,7 @@ import argparse
 import os
 import shlex
 
+from ..ckptfile import check_weights
 from ..cli import HelpFormatter
 from ..data import (RecordIterData, cifar_data, gluoncv_rec_kwargs, imagenet_folder_data,
                     imagenet_transforms, num_classes_of)
@@ -113,6 +114,8 @@ def cifar_config(args, argv):
     if args.auto_aug:
         raise UsageError("--auto_aug needs the autogluon CIFAR AutoAugment policy, which is not installed in this "
                          "project; drop the flag (the published paper-era runs did not use it)")
+    check_weights(args.pretrained or args.resume_from, "--pretrained" if args.pretrained else "--resume-from",
+                  not args.ignore_checksum, missing_ok=args.dry_run)
     name, kw, run = cifar_model(args)
     devices = G.devices_from_args(args)
     save_dir = args.save_dir or os.path.join("runs", "aff", run)
@@ -246,6 +249,7 @@ def imagenet_model(args):
 
 
 def imagenet_config(args, argv):
+    check_weights(args.pretrained, "--pretrained", not args.ignore_checksum, missing_ok=args.dry_run)
     name, kw, run = imagenet_model(args)
     devices = G.devices_from_args(args)
     save_dir = args.save_dir or os.path.join("runs", "aff", run)

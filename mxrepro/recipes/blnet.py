@@ -26,6 +26,7 @@ import numpy as np
 from mxnet.gluon import Block
 from mxnet.gluon.data.vision import transforms
 
+from ..ckptfile import add_override_flag, check_weights
 from ..cli import HelpFormatter, device_count, expected_workers
 from ..data import RecordIterData, add_check_args, gluoncv_rec_kwargs, imagenet_folder_data, imagenet_transforms
 from ..engine import OptimizerSpec, RunConfig, ScheduleSpec, UsageError
@@ -97,6 +98,7 @@ def build_parser():
                          "re-run with other settings stops and lists them); the new settings are recorded")
     r.add_argument("--pretrained", default="", help="start from these weights (this project's .params or a released "
                                                     "bL-Net .pth, docs/weights.md) with a fresh schedule")
+    add_override_flag(r)
     r.add_argument("--log-interval", type=int, default=50, help="log every N batches")
     r.add_argument("--seed", type=int, default=0, help="random seed")
     r.add_argument("--max-batches", type=int, default=0, help="cap batches per epoch (smoke runs); 0 = all")
@@ -171,6 +173,7 @@ def _checked_data(args, data_dir, strong, notes):
 
 
 def config_from_args(args, argv):
+    check_weights(args.pretrained, "--pretrained", not args.ignore_checksum, missing_ok=args.dry_run)
     kw = model_kwargs(args)
     workers = expected_workers(args.kv_store)
     ndev = device_count(args.gpus)

@@ -25,6 +25,7 @@ import argparse
 import os
 import shlex
 
+from ..ckptfile import add_override_flag, check_weights
 from ..cli import HelpFormatter, expected_workers
 from ..data import IMAGENET_MEAN_RGB, RecordIterData, add_check_args, fbn_rec_kwargs
 from ..engine import OptimizerSpec, ParamRule, RunConfig, ScheduleSpec, UsageError
@@ -158,6 +159,7 @@ def build_parser(dataset):
                    help="start from the parameters of this checkpoint (model/<prefix>-NNNN.params of any FBN network) "
                         "with a fresh schedule: parameters of the same name and shape are loaded, the others (e.g. a "
                         "head with another --num-classes) initialised")
+    add_override_flag(g)
     g.add_argument("--auto-resume", dest="auto_resume", action="store_true", default=True,
                    help="continue from the newest checkpoint of --model-prefix if there is one (the default)")
     g.add_argument("--no-auto-resume", dest="auto_resume", action="store_false",
@@ -244,6 +246,7 @@ def config_from_args(args, argv):
     """(RunConfig, data spec, model builder) of parsed FBN arguments."""
     args = _resolve(args)
     _check(args)
+    check_weights(args.pretrained, "--pretrained", not args.ignore_checksum, missing_ok=args.dry_run)
     ds = DATASETS[args.dataset]
     workers = expected_workers(args.kv_store)
     if args.gpus is None:

@@ -6,6 +6,7 @@ The learning rate is used as given (gluon-cv's scripts do not scale it with the 
 """
 import os
 
+from ..ckptfile import add_override_flag
 from ..cli import device_count, expected_workers
 from ..data import add_check_args
 from ..engine import OptimizerSpec, ParamRule, ScheduleSpec, UsageError
@@ -76,6 +77,7 @@ def add_train_args(parser):
     g.add_argument("--pretrained", type=str, default="",
                    help="start from these weights (this project's .params, or a released checkpoint converted by "
                         "name, docs/weights.md) with a fresh schedule")
+    add_override_flag(g)
     g.add_argument("--log-interval", type=int, default=50, help="log every N batches")
     g.add_argument("--logging-file", type=str, default="",
                    help="log file; a relative path lands in --save-dir (default: SAVE_DIR/<run>.log)")
