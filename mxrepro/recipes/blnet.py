@@ -26,7 +26,7 @@ import numpy as np
 from mxnet.gluon import Block
 from mxnet.gluon.data.vision import transforms
 
-from ..cli import HelpFormatter, device_count, expected_workers
+from ..cli import HelpFormatter, device_count, expected_workers, given, script_argv
 from ..data import RecordIterData, gluoncv_rec_kwargs, imagenet_folder_data, imagenet_transforms
 from ..engine import OptimizerSpec, RunConfig, ScheduleSpec, UsageError
 from ..models import get_model, list_models, model_info
@@ -161,7 +161,20 @@ def _data(args, data_dir, strong, notes):
     return imagenet_folder_data(data_dir, t, imagenet_transforms(False, args.input_size, args.crop_ratio), args.workers)
 
 
+def _check(args):
+    """bL-Net flags the engine does not check (data and augmentation); one-line UsageErrors."""
+    if args.input_size < 32:
+        raise UsageError("--input-size %d must be at least 32 (the network downsamples 32 times)" % args.input_size)
+    if not 0 < args.crop_ratio <= 1:
+        raise UsageError("--crop-ratio %g must be in (0, 1] (evaluation crop / resize)" % args.crop_ratio)
+    if args.color_jitter < 0:
+        raise UsageError("--color-jitter %g must be >= 0" % args.color_jitter)
+    if args.workers < 0:
+        raise UsageError("-j/--workers %d must be >= 0 (0 = load in the training process)" % args.workers)
+
+
 def config_from_args(args, argv):
+    _check(args)
     kw = model_kwargs(args)
     workers = expected_workers(args.kv_store)
     ndev = device_count(args.gpus)
@@ -195,6 +208,7 @@ def config_from_args(args, argv):
         prefix=args.arch, log_file=os.path.join(save_dir, args.arch + ".log"), save_frequency=args.save_frequency,
         resume=resume, resume_epoch=repoch, init_params=args.pretrained, seed=args.seed,
         log_interval=args.log_interval, max_batches=args.max_batches, top_k=5, flags=FLAGS, command=list(argv),
+        log_auto=not given(argv, "--log-interval"),
         notes=notes, dry_run=args.dry_run)
     return cfg, data, lambda classes: get_model(args.arch, classes=classes, **kw)
 
@@ -212,5 +226,5 @@ def main(argv=None, prog="python imagenet/train_blnet.py"):
         print("%s: %d parameters (%.2f M), %.3f G multiply-adds at %d" % (args.arch, tr, tr / 1e6, rep.gmacs,
                                                                            args.input_size))
         return 0
-    cfg, data, build = config_from_args(args, shlex.split(prog) + argv)
+    cfg, data, build = config_from_args(args, script_argv(prog, argv))
     return run(cfg, data, build)

@@ -145,10 +145,26 @@ def _get(argv, flag, default=None):
     return default
 
 
+_ENV_MEANING = {"BATCH_SIZE": ("the global batch", 128), "EPOCHS": ("the number of epochs", 10),
+                "WORKERS": ("data-loading workers", 4)}
+
+
+def _env_int(env, var, minimum=1):
+    """``env[var]`` as an int >= ``minimum``, else a one-line error (SystemExit, exit status 2)."""
+    text = env[var].strip()
+    if not re.fullmatch(r"\d+", text) or int(text) < minimum:
+        raise SystemExit("error: %s=%s: expected a whole number >= %d (%s), e.g. %s=%d"
+                         % (var, shlex.quote(env[var]), minimum, _ENV_MEANING[var][0], var, _ENV_MEANING[var][1]))
+    return text
+
+
 def resolve(name, env=None, extra=(), gpus_visible=None, cpus=None):
     """(argv of the script, lines describing the overrides) of recipe ``name`` (see the module doc)."""
     env = dict(os.environ if env is None else env)
     r = RECIPES[name]
+    for var in ("BATCH_SIZE", "EPOCHS", "WORKERS"):
+        if var in env and not r.is_tool:
+            env[var] = _env_int(env, var, minimum=0 if var == "WORKERS" else 1)
     if r.get("kind") == "eval":
         return _resolve_eval(r, env, extra)
     if r.is_tool:
@@ -240,8 +256,9 @@ def _resolve_eval(r, env, extra):
 
 
 def printable(argv):
-    """The command as a user types it (``python`` for the interpreter), quoted so that it pastes back."""
-    return shlex.join(["python"] + list(argv[1:]))
+    """The command as a user types it, quoted so that it pastes back (the interpreter as :func:`python_cmd`)."""
+    from ..cli import python_cmd
+    return shlex.join([python_cmd()] + list(argv[1:]))
 
 
 # ------------------------------------------------------------------------------------------------
