@@ -329,6 +329,19 @@ def render_docs(text):
     return text
 
 
+BUILTIN = ("setup", "test", "demo", "help")
+
+
+def suggestion(name):
+    """One line for a mistyped subcommand: the nearest names and how to list them all."""
+    import difflib
+    near = difflib.get_close_matches(name, list(BUILTIN) + list(RECIPES), n=3, cutoff=0.5)
+    if not near:  # e.g. 'c10-resnet164': a name that contains it
+        near = [n for n in RECIPES if name and name in n][:3]
+    return "error: unknown command %r; %s`./run.sh help` lists them all" % (
+        name, "did you mean %s? " % " or ".join(near) if near else "")
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     cmd = argv.pop(0) if argv else "help"
@@ -349,25 +362,42 @@ def main(argv=None):
         if new != text:
             open(DOC, "w").write(new)
         return 0
+    if cmd == "suggest":
+        print(suggestion(argv[0] if argv else ""), file=sys.stderr)
+        return 2
     if cmd in ("show", "run"):
         if not argv or argv[0] not in RECIPES:
-            print("error: unknown recipe %r; ./run.sh help lists them" % (argv[0] if argv else ""), file=sys.stderr)
+            print(suggestion(argv[0] if argv else ""), file=sys.stderr)
             return 2
         name = argv.pop(0)
+        r = RECIPES[name]
+        # tools and evaluations have no --dry-run of their own: the runner shows what would run
+        dry = "--dry-run" in argv and (r.is_tool)
+        env = dict(os.environ)
+        if dry:
+            argv = [a for a in argv if a != "--dry-run"]
+            if r.get("kind") == "eval" and not env.get("WEIGHTS"):
+                env["WEIGHTS"] = "WEIGHTS"
+                print("[run.sh] %s: WEIGHTS is not set; the real run needs WEIGHTS=FILE" % name, file=sys.stderr)
         try:
-            command, lines = resolve(name, extra=argv)
+            command, lines = resolve(name, env=env, extra=argv)
         except SystemExit as e:
             print(e, file=sys.stderr)
             return 2
         for line in lines:
             print("[run.sh] %s: %s" % (name, line), file=sys.stderr)
         print("[run.sh] $ %s" % printable(command), file=sys.stderr)
+        if dry:
+            print("[run.sh] dry run: the command above is what would run; nothing run, nothing written",
+                  file=sys.stderr)
+            return 0
         if cmd == "show":
             return 0
         sys.stderr.flush()
         os.chdir(ROOT)
         os.execv(command[0], command)
-    print("error: unknown command %r (help, names, show NAME, run NAME [ARGS], docs [--check])" % cmd, file=sys.stderr)
+    print("error: unknown command %r (help, names, show NAME, run NAME [ARGS], suggest NAME, docs [--check])" % cmd,
+          file=sys.stderr)
     return 2
 
 
