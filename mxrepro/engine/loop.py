@@ -26,10 +26,13 @@ HybridBlock or a Symbol. In order:
    iteration I; run the same command to resume" (exit status 130 / 143).
 
 Log lines (one format for every family; tools/parse_log.py reads them):
-``Epoch[E] Batch[i/N] Update[U] speed=S img/s loss=L top1=A lr=R`` every ``log_interval`` batches and
+``Epoch[E] Batch[i/N] Update[U] speed=S img/s loss=L top1=A lr=R eta epoch M:SS run M:SS`` every
+``log_interval`` batches (without an explicit interval, ``cfg.log_auto``: at least 5 per epoch and one
+every 30 s) and
 ``[Epoch E/T] train: loss=L top1=A lr=R speed=S img/s time=T s | val: top1=A1 top5=A5 err-top1=E1
 err-top5=E5 | best top1=B (epoch K)`` per epoch; ``<prefix>-metrics.jsonl`` beside the log holds one
-JSON record per logged batch and per epoch.
+JSON record per logged batch and per epoch. The full config goes to the log file (a ``config: {...}`` line
+the console does not show) and to ``<output_dir>/config.json``.
 """
 import dataclasses
 import json

@@ -223,6 +223,8 @@ def _check(args):
         raise UsageError("--workspace %d must be at least 1 (MB)" % args.workspace)
     if not 0 <= args.bn_mom < 1:
         raise UsageError("--bn-mom %g must be in [0, 1)" % args.bn_mom)
+    if getattr(args, "pad_fill", None) is not None and not 0 <= args.pad_fill <= 255:
+        raise UsageError("--pad-fill %d must be a pixel value in 0..255" % args.pad_fill)
     if args.retrain and args.pretrained:
         raise UsageError("--retrain continues a checkpoint and --pretrained starts fresh from one: pass one of them")
 

@@ -92,6 +92,10 @@ def check_train_args(args, argv):
         for flag in ("--resume-epoch", "--resume-params", "--resume-states", "--auto-resume"):
             if given(argv, flag):
                 raise UsageError("--no-resume starts from scratch but %s asks to resume: drop one of them" % flag)
+    start = "--pretrained" if args.pretrained else "--resume-from" if getattr(args, "resume_from", "") else None
+    if start and (args.resume_params or args.resume_epoch is not None):
+        raise UsageError("%s starts fresh from weights but %s continues a checkpoint: pass one of them"
+                         % (start, "--resume-params" if args.resume_params else "--resume-epoch"))
     if args.resume_states and not args.resume_params:
         raise UsageError("--resume-states %s needs --resume-params (the parameters the states belong to)"
                          % args.resume_states)
