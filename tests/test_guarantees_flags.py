@@ -82,6 +82,11 @@ ERRORS = [
     ("fbn", ["--data-nthreads", "0"], "--data-nthreads 0", False),
     ("fbn", ["--bn-mom", "1"], "--bn-mom 1", False),
     ("fbn", ["--retrain", "--pretrained", "x.params"], "--retrain continues a checkpoint and --pretrained", False),
+    ("blnet", ["--pretrained", "x.params", "--resume", "2"], "--pretrained starts fresh from weights but --resume 2",
+     False),
+    ("fbn", ["--pad-fill", "300"], "--pad-fill 300 must be a pixel value in 0..255", False),
+    ("aff", ["--pretrained", "x.params", "--resume-epoch", "2"], "--pretrained starts fresh from weights but "
+                                                                 "--resume-epoch", False),
 ]
 
 

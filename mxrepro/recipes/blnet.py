@@ -171,6 +171,9 @@ def _check(args):
         raise UsageError("--color-jitter %g must be >= 0" % args.color_jitter)
     if args.workers < 0:
         raise UsageError("-j/--workers %d must be >= 0 (0 = load in the training process)" % args.workers)
+    if args.pretrained and args.resume not in ("auto", "fresh"):
+        raise UsageError("--pretrained starts fresh from weights but --resume %s continues a checkpoint: pass one of "
+                         "them" % args.resume)
 
 
 def config_from_args(args, argv):

@@ -280,8 +280,9 @@ def help_lines():
     lines.append("  EPOCHS      number of epochs")
     lines.append("  WORKERS     data-loading workers / decoding threads")
     lines.append("  WEIGHTS     the checkpoint of an *-eval-* subcommand (released ones: docs/weights.md)")
-    lines.append("Arguments after NAME go to the script (e.g. --dry-run: the resolved plan, no data needed, nothing "
-                 "written). Outputs: runs/<paper>/<name>/; the same command again resumes.")
+    lines.append("Arguments after NAME go to the script. --dry-run works for every subcommand: the resolved plan (no "
+                 "data needed) or, for tools and setup/test/demo, what would run; nothing written. Outputs: "
+                 "runs/<paper>/<name>/; the same command again resumes. A mistyped NAME lists the nearest ones.")
     return lines
 
 
