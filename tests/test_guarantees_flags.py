@@ -57,6 +57,7 @@ ERRORS = [
     ("fbn", ["--kv-store", "dist_sync"], "--kv-store dist_sync needs the distributed launcher", False),
     ("fbn", ["--kv-store", "bogus"], "--kv-store bogus is not a kvstore type", False),
     ("aff", ["--kv-store", "bogus"], "--kv-store bogus is not a kvstore type", False),
+    ("aff", ["--kv-store", "nccl"], "--kv-store nccl needs GPUs", False),
     ("aff", ["--start-layer", "9"], "--start-layer 9 must be 1-4", False),
     ("aff-imagenet", ["--start-layer", "9"], "--start-layer 9 must be 1-5", False),
     ("aff", ["--lr-decay-period", "-2"], "--lr-decay-period must be >= 0", False),

@@ -211,6 +211,13 @@ class RunConfig:
         kv = self.kv_store
         if kv not in KVSTORES:
             bad("kv_store", "%s is not a kvstore type; choose one of %s" % (kv, ", ".join(KVSTORES)))
+        if kv == "nccl" and not [g for g in str(self.devices or "").split(",") if g.strip() not in ("", "-1", "cpu")]:
+            bad("kv_store", "nccl needs GPUs (%s); on the CPU pass %s device" % (self.flag("devices"),
+                                                                               self.flag("kv_store")))
+        if kv == "horovod" and not self.dry_run:
+            import importlib.util
+            if importlib.util.find_spec("horovod") is None:
+                bad("kv_store", "horovod needs Horovod (pip install horovod), or pass %s device" % self.flag("kv_store"))
         if kv.startswith("dist") and "DMLC_ROLE" not in os.environ and not self.dry_run:
             bad("kv_store", "%s needs the distributed launcher: run the same command through `python tools/launch.py "
                             "-n WORKERS ...` (see README, Scale-out), or pass %s device" % (kv, self.flag("kv_store")))
