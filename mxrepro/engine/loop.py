@@ -243,6 +243,10 @@ class Engine:
         n_train = self.data.num_train() if self.have_data else self.data.nominal_train
         if n_train:
             cfg.check_batch(n_train, self.per_worker, self.workers)
+        asked = getattr(self.data, "num_examples", None)
+        if self.have_data and asked and asked > n_train:
+            cfg.warnings.append("%s %d is more than the %d records of %s: an epoch is those %d"
+                                % (cfg.flag("num_examples"), asked, n_train, self.data.name, n_train))
         self.num_classes = self._num_classes()
         try:
             self.model = self.build_model(self.num_classes)
