@@ -126,6 +126,7 @@ def test_the_batch_check_also_holds_in_a_dry_run(digits_20, tmp_path, capsys):
     ("aff", ["--lr-decay-epoch", "5,10"], "warning: --lr-decay-epoch 5,10: epoch(s) 5,10 not before the last epoch"),
     ("aff", ["--lr-decay-period", "2"], "warning: --lr-decay-period 2 is not before the last epoch"),
     ("fbn", ["--lr-step", "", "--model-load-epoch", "3"], "warning: --model-load-epoch has no effect without --retrain"),
+    ("aff", ["--lr-decay-epoch", "1", "--mixup", "--mixup-off-epoch", "2"], "warning: --mixup-off-epoch 2 covers every epoch"),
     ("fbn", ["--lr-step", "", "--num-examples", "5000"], "warning: --num-examples 5000 is more than the 256 records"),
 ])
 def test_harmless_oddities_are_one_warning_line(family, extra, warning, digits_small, tmp_path, capsys):

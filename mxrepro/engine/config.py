@@ -164,9 +164,12 @@ class RunConfig:
         if self.mixup:
             if not self.mixup_alpha > 0:
                 bad("mixup_alpha", "must be > 0, got %g" % self.mixup_alpha)
-            if not 0 <= self.mixup_off_epoch <= self.epochs:
-                bad("mixup_off_epoch", "must be in 0..%s (%d), got %d" % (self.flag("epochs"), self.epochs,
-                                                                          self.mixup_off_epoch))
+            if self.mixup_off_epoch < 0:
+                bad("mixup_off_epoch", "must be >= 0, got %d" % self.mixup_off_epoch)
+            if self.mixup_off_epoch >= self.epochs:
+                self.warnings.append("%s %d covers every epoch (%s %d): mixup is never applied"
+                                     % (self.flag("mixup_off_epoch"), self.mixup_off_epoch, self.flag("epochs"),
+                                        self.epochs))
 
     def _validate_optimizer(self, bad):
         import mxnet as mx
@@ -211,7 +214,8 @@ class RunConfig:
         kv = self.kv_store
         if kv not in KVSTORES:
             bad("kv_store", "%s is not a kvstore type; choose one of %s" % (kv, ", ".join(KVSTORES)))
-        if kv == "nccl" and not [g for g in str(self.devices or "").split(",") if g.strip() not in ("", "-1", "cpu")]:
+        gpus = [g for g in str(self.devices or "").split(",") if g.strip() not in ("", "-1", "cpu")]
+        if kv == "nccl" and not gpus:
             bad("kv_store", "nccl needs GPUs (%s); on the CPU pass %s device" % (self.flag("devices"),
                                                                                self.flag("kv_store")))
         if kv == "horovod" and not self.dry_run:
@@ -230,6 +234,7 @@ class RunConfig:
                              "data (%d images / %d worker%s = %d): lower %s"
                              % (self.flag("global_batch"), per_worker, num_images, workers,
                                 "" if workers == 1 else "s", share, self.flag("global_batch")))
+
 
 def check_output_dir(path, flag):
     """Raise UsageError unless ``path`` is, or can be created as, a writable folder. Tested by creating

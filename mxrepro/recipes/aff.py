@@ -287,7 +287,8 @@ def imagenet_config(args, argv):
         mixup_off_epoch=args.mixup_off_epoch, output_dir=save_dir, prefix=run, log_file=G.log_path(args, save_dir, run),
         save_frequency=args.save_frequency, resume=resume, resume_epoch=repoch, resume_states=rstates,
         init_params=args.pretrained, seed=args.seed, log_interval=args.log_interval, max_batches=args.max_batches,
-        log_auto=not given(argv, "--log-interval"), flags=G.FLAGS, command=list(argv), notes=notes, dry_run=args.dry_run)
+        log_auto=not given(argv, "--log-interval"), flags=G.FLAGS, command=list(argv), notes=notes,
+        dry_run=args.dry_run)
     return cfg, data, lambda classes: get_model(name, classes=classes, **kw)
 
 

@@ -9,8 +9,8 @@ import os
 from ..cli import device_count, expected_workers, given
 from ..engine import OptimizerSpec, ParamRule, ScheduleSpec, UsageError
 
-__all__ = ["add_train_args", "check_train_args", "parse_epochs", "devices_from_args", "resume_from_args", "schedule_from_args",
-           "optimizer_from_args", "FLAGS"]
+__all__ = ["add_train_args", "check_train_args", "parse_epochs", "devices_from_args", "resume_from_args",
+           "schedule_from_args", "optimizer_from_args", "FLAGS"]
 
 FLAGS = dict(epochs="--num-epochs", global_batch="--batch-size", lr="--lr", warmup_epochs="--warmup-epochs",
              warmup_lr="--warmup-lr", decay_epochs="--lr-decay-epoch", num_classes="--num-classes", wd="--wd",
