@@ -90,8 +90,24 @@ EOF
   recipes help
 }
 
+dry_run_asked() { local a; for a in "$@"; do [ "$a" = --dry-run ] && return 0; done; return 1; }
+
+# --dry-run of the built-in subcommands: say what would run, change nothing
+dry_builtin() {
+  case "$1" in
+    setup) log "dry run: would create $VENV with $PYTHON_BIN if missing, install requirements-dev.txt and the package (editable) when they changed, and build operators/build/libfbop.so when older than its sources" ;;
+    test)  log "dry run: would run setup, then $PY -m pytest -q ${*:2}" ;;
+    demo)  log "dry run: would run setup, then $PY tools/demo.py ${*:2}" ;;
+  esac
+  log "dry run: nothing run, nothing written"
+}
+
 main() {
   local cmd="${1:-help}"; shift || true
+  if dry_run_asked "$@"; then
+    case "$cmd" in setup|test|demo) local rest=(); for a in "$@"; do [ "$a" = --dry-run ] || rest+=("$a"); done
+      dry_builtin "$cmd" "${rest[@]}"; exit 0 ;; esac
+  fi
   case "$cmd" in
     setup) cmd_setup
       "$PY" -c "import mxrepro.ops as o; print('FB operator library: %s (sgemm: %s)' % (o._loaded_path, o.gemm_backend()))" ;;
@@ -103,7 +119,7 @@ main() {
         cmd_setup
         PY_ANY="$PY" recipes run "$cmd" "$@"
       else
-        log "unknown command '$cmd'"; cmd_help; exit 2
+        recipes suggest "$cmd" || true; exit 2
       fi ;;
   esac
 }

@@ -1,6 +1,7 @@
 """mxrepro: MXNet/Gluon reproduction of FBN (ICCV 2017), AFF (WACV 2021) and bL-Net (ICLR 2019).
 
-Importing the package sets ``OMP_NUM_THREADS`` (MXNet otherwise uses half the cores) and makes
+Importing the package sets ``OMP_NUM_THREADS`` (MXNet otherwise uses half the cores), silences MXNet's
+per-bind subgraph line (``MXNET_SUBGRAPH_VERBOSE=0`` unless set) and makes
 sure the compiled FB operators are registered whenever MXNet is in use: at once if ``mxnet`` is
 already imported, otherwise right after ``import mxnet`` completes. So after ``import mxrepro``
 (put it before ``import mxnet`` in every entry point) ``mx.sym.FMConvolution1/3``,
@@ -20,6 +21,8 @@ import sys
 
 if "OMP_NUM_THREADS" not in os.environ:
     os.environ["OMP_NUM_THREADS"] = str(os.cpu_count() or 1)
+# MXNet prints "Subgraph backend MKLDNN is activated." at every bind otherwise (a calm console)
+os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -6,7 +6,9 @@ import os
 import shlex
 import sys
 
-__all__ = ["run_main", "HelpFormatter", "expected_workers", "device_count", "pasteable", "parse_kw", "EXIT_CODES"]
+__all__ = ["run_main", "HelpFormatter", "expected_workers", "device_count", "pasteable", "parse_kw", "given",
+           "python_cmd", "script_argv",
+           "EXIT_CODES"]
 
 # 0 done; 1 diverged (non-finite loss or parameters); 2 bad flag or data, an unwritable output or too
 # little free space found before the first step (nothing written); 3 a write failed during the run (disk
@@ -43,6 +45,32 @@ def device_count(gpus):
 def pasteable(argv):
     """A command line that can be pasted back into a shell (empty values quoted)."""
     return shlex.join([str(a) for a in argv])
+
+
+def python_cmd():
+    """How to call this interpreter in a pasteable command: ``python`` when that is it on PATH (an activated
+    venv), ``.venv/bin/python`` (relative) when it lives under the current folder, else its full path."""
+    import shutil
+    exe = os.path.abspath(sys.executable)
+    on_path = shutil.which("python")
+    if on_path and os.path.abspath(on_path) == exe:
+        return "python"
+    rel = os.path.relpath(exe)
+    return rel if not rel.startswith("..") else exe
+
+
+def script_argv(prog, argv):
+    """``prog`` (e.g. ``"python cifar/train_cifar.py"``) + ``argv`` as a list, its ``python`` replaced by
+    :func:`python_cmd` so that the printed command runs when pasted."""
+    head = shlex.split(prog)
+    if head and head[0] == "python":
+        head[0] = python_cmd()
+    return head + list(argv)
+
+
+def given(argv, *flags):
+    """Whether any of ``flags`` appears in ``argv`` (``--flag V`` or ``--flag=V``), i.e. was set explicitly."""
+    return any(a in flags or a.split("=", 1)[0] in flags for a in argv or ())
 
 
 def parse_kw(items, flag="--kw"):

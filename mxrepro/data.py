@@ -417,7 +417,7 @@ class RecordIterData(_Spec):
     def loaders(self, batch, part=0, parts=1, seed=0):
         self._log_lines()
         common = dict(data_name="data", label_name="softmax_label", batch_size=batch,
-                      preprocess_threads=self.threads)
+                      preprocess_threads=self.threads, verbose=False)  # verbose: a "use N threads" line per reset
 
         def make_train(s):
             return mx.io.ImageRecordIter(shuffle=True, seed=s, num_parts=parts, part_index=part,

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from mxrepro.cli import python_cmd
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))  # demo.py imports parse_log as a script does
 _spec = importlib.util.spec_from_file_location("demo", os.path.join(ROOT, "tools", "demo.py"))
@@ -17,7 +19,8 @@ def test_dollar_lines_paste_back(capsys):
     cmd = [sys.executable, "-c", "import sys; sys.exit(0)", "--gpus", "", "--name", "a b", "--q", "it's"]
     demo.run(cmd)
     line = capsys.readouterr().out.strip()
-    assert line.startswith("$ ") and shlex.split(line[2:]) == cmd
+    # the interpreter as the user would type it (python, .venv/bin/python or its path), the rest verbatim
+    assert line.startswith("$ ") and shlex.split(line[2:]) == [python_cmd()] + cmd[1:]
     assert " '' " in line  # the empty --gpus value stays an argument
     bad = [sys.executable, "-c", "import sys; sys.exit(3)", ""]
     with pytest.raises(SystemExit) as e:

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from mxrepro.cli import python_cmd
 from mxrepro.recipes import aff, blnet, fbn, runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,9 +37,10 @@ def test_recipe_dry_run_without_data_writes_nothing(name, tmp_path, monkeypatch,
     out = capsys.readouterr().out
     assert "dry run: nothing written" in out and "global batch" in out and "LR:" in out
     assert os.listdir(tmp_path) == [], os.listdir(tmp_path)
-    # the printed command pastes back (quoted empty --gpus)
+    # the printed command pastes back (quoted empty --gpus; the interpreter that runs it, not a bare python)
     cmd = out.split("command: ", 1)[1].splitlines()[0]
-    assert shlex.split(cmd)[:2] == ["python", argv[1]] and "--gpus ''" in cmd
+    assert shlex.split(cmd)[:2] == [python_cmd(), argv[1]] and "--gpus ''" in cmd
+    assert os.access(shlex.split(cmd)[0], os.X_OK) or python_cmd() == "python"
 
 
 def test_overrides_are_applied_in_one_place_and_printed():

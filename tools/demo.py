@@ -86,7 +86,8 @@ def load_caveat(peak, ncores):
 
 
 def run(cmd, log_path=None):
-    print("$ " + shlex.join(cmd), flush=True)
+    from mxrepro.cli import python_cmd
+    print("$ " + shlex.join([python_cmd() if a == sys.executable else a for a in cmd]), flush=True)
     t = time.time()
     res = subprocess.run(cmd, cwd=ROOT)
     if res.returncode != 0:

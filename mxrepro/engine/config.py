@@ -18,6 +18,9 @@ from typing import List, Optional
 from .optim import OptimizerSpec
 from .schedule import ScheduleSpec
 
+KVSTORES = ("local", "device", "nccl", "dist_sync", "dist_device_sync", "dist_sync_device", "dist_async",
+            "dist_async_device", "horovod")
+
 __all__ = ["RunConfig", "UsageError", "DataError", "Diverged", "DiskFull", "Interrupted", "check_output_dir"]
 
 
@@ -87,6 +90,8 @@ class RunConfig:
     warmup_phase: Optional[dict] = None           # FBN --warmup: {"lr": x, "optimizer": OptimizerSpec}
     seed: Optional[int] = 0
     log_interval: int = 50
+    log_auto: bool = False                        # the interval was not given: also a line every ~30 s, and at
+                                                  # least 5 per epoch (short epochs, e.g. the digits)
     max_batches: int = 0                          # cap batches per epoch (smoke runs); 0 = all
     flags: dict = field(default_factory=dict)     # field -> the script's flag name
     command: List[str] = field(default_factory=list)   # the argv to show (pasteable)
@@ -94,6 +99,7 @@ class RunConfig:
     on_epoch: list = field(default_factory=list)       # callables(epoch record) run by rank 0 after each epoch
     dry_run: bool = False
     extra_outputs: list = field(default_factory=list)  # (flag, file) a recipe writes besides these (AFF's plot)
+    warnings: List[str] = field(default_factory=list)  # harmless oddities found by validate(), one line each
 
     def flag(self, name):
         return self.flags.get(name, "--" + name.replace("_", "-"))
@@ -178,10 +184,92 @@ class RunConfig:
             bad("wd", "must be >= 0, got %g" % self.optimizer.wd)
         if not 0 <= self.optimizer.momentum < 1:
             bad("momentum", "must be in [0, 1), got %g" % self.optimizer.momentum)
-        if self.log_interval < 0:
-            bad("log_interval", "must be >= 0")
+        if self.log_interval < 1:
+            bad("log_interval", "must be at least 1 (log every N batches), got %d" % self.log_interval)
+        if self.max_batches < 0:
+            bad("max_batches", "must be >= 0 (0 = every batch), got %d" % self.max_batches)
         if self.dtype not in ("float32", "float16"):
             bad("dtype", "must be float32 or float16, got %r" % self.dtype)
+        if self.top_k < 1:
+            bad("top_k", "must be at least 1, got %d" % self.top_k)
+        if self.seed is not None and self.seed < 0:
+            bad("seed", "must be >= 0, got %d" % self.seed)
+        self._validate_optimizer(bad)
+        self._validate_schedule(bad)
+        self._validate_kvstore(bad)
+        if self.mixup:
+            if not self.mixup_alpha > 0:
+                bad("mixup_alpha", "must be > 0, got %g" % self.mixup_alpha)
+            if self.mixup_off_epoch < 0:
+                bad("mixup_off_epoch", "must be >= 0, got %d" % self.mixup_off_epoch)
+            if self.mixup_off_epoch >= self.epochs:
+                self.warnings.append("%s %d covers every epoch (%s %d): mixup is never applied"
+                                     % (self.flag("mixup_off_epoch"), self.mixup_off_epoch, self.flag("epochs"),
+                                        self.epochs))
+
+    def _validate_optimizer(self, bad):
+        import mxnet as mx
+        known = sorted(k for k in mx.optimizer.Optimizer.opt_registry if k not in ("test", "nagoriginal"))
+        if self.optimizer.name.lower() not in known:
+            bad("optimizer", "%s is not an MXNet optimizer; choose one of %s" % (self.optimizer.name, ", ".join(known)))
+        if self.optimizer.clip_gradient is not None and not self.optimizer.clip_gradient > 0:
+            bad("clip_gradient", "must be > 0, got %g" % self.optimizer.clip_gradient)
+
+    def _validate_schedule(self, bad):
+        sch, warm = self.schedule, int(self.schedule.warmup_epochs)
+        if warm and self.schedule.warmup_lr < 0:
+            bad("warmup_lr", "must be >= 0, got %g" % self.schedule.warmup_lr)
+        if sch.mode in ("cosine", "poly", "linear"):
+            if not 0 <= sch.target_lr < self.lr:
+                bad("target_lr", "(%g) must be in [0, %s %g): the rate the %s schedule ends at"
+                    % (sch.target_lr, self.flag("lr"), self.lr, sch.mode))
+            if sch.mode == "poly" and not sch.power > 0:
+                bad("power", "must be > 0, got %g" % sch.power)
+        if sch.decay_period < 0:
+            bad("decay_period", "must be >= 0 (0 = use %s), got %d" % (self.flag("decay_epochs"), sch.decay_period))
+        if sch.mode != "step":
+            return
+        if not 0 < sch.factor <= 1:
+            bad("decay_factor", "must be in (0, 1], got %g" % sch.factor)
+        if sch.decay_period:
+            if sch.decay_period >= self.epochs:
+                self.warnings.append("%s %d is not before the last epoch (%s %d): the rate never decays"
+                                     % (self.flag("decay_period"), sch.decay_period, self.flag("epochs"), self.epochs))
+            return
+        neg = [e for e in sch.decay_epochs if e <= 0]
+        if neg:
+            bad("decay_epochs", "%s: decay epochs must be positive (epochs done before the decay)"
+                % ",".join("%g" % e for e in neg))
+        late = [e for e in sch.decay_epochs if e - sch.decay_shift >= self.epochs]
+        if late:
+            self.warnings.append("%s %s: epoch(s) %s not before the last epoch (%s %d), so the rate never decays there"
+                                 % (self.flag("decay_epochs"), ",".join("%g" % e for e in sch.decay_epochs),
+                                    ",".join("%g" % e for e in late), self.flag("epochs"), self.epochs))
+
+    def _validate_kvstore(self, bad):
+        kv = self.kv_store
+        if kv not in KVSTORES:
+            bad("kv_store", "%s is not a kvstore type; choose one of %s" % (kv, ", ".join(KVSTORES)))
+        gpus = [g for g in str(self.devices or "").split(",") if g.strip() not in ("", "-1", "cpu")]
+        if kv == "nccl" and not gpus:
+            bad("kv_store", "nccl needs GPUs (%s); on the CPU pass %s device" % (self.flag("devices"),
+                                                                               self.flag("kv_store")))
+        if kv == "horovod" and not self.dry_run:
+            import importlib.util
+            if importlib.util.find_spec("horovod") is None:
+                bad("kv_store", "horovod needs Horovod (pip install horovod), or pass %s device" % self.flag("kv_store"))
+        if kv.startswith("dist") and "DMLC_ROLE" not in os.environ and not self.dry_run:
+            bad("kv_store", "%s needs the distributed launcher: run the same command through `python tools/launch.py "
+                            "-n WORKERS ...` (see README, Scale-out), or pass %s device" % (kv, self.flag("kv_store")))
+
+    def check_batch(self, num_images, per_worker, workers):
+        """A batch larger than a worker's share of ``num_images`` training images (one line with the numbers)."""
+        share = num_images // max(1, workers)
+        if per_worker > share:
+            raise UsageError("%s: a batch of %d images per worker is larger than a worker's share of the training "
+                             "data (%d images / %d worker%s = %d): lower %s"
+                             % (self.flag("global_batch"), per_worker, num_images, workers,
+                                "" if workers == 1 else "s", share, self.flag("global_batch")))
 
 
 def check_output_dir(path, flag):

@@ -29,10 +29,13 @@ HybridBlock or a Symbol. In order:
    or read-only disk stops it with one line naming the last complete checkpoint (exit status 3).
 
 Log lines (one format for every family; tools/parse_log.py reads them):
-``Epoch[E] Batch[i/N] Update[U] speed=S img/s loss=L top1=A lr=R`` every ``log_interval`` batches and
+``Epoch[E] Batch[i/N] Update[U] speed=S img/s loss=L top1=A lr=R eta epoch M:SS run M:SS`` every
+``log_interval`` batches (without an explicit interval, ``cfg.log_auto``: at least 5 per epoch and one
+every 30 s) and
 ``[Epoch E/T] train: loss=L top1=A lr=R speed=S img/s time=T s | val: top1=A1 top5=A5 err-top1=E1
 err-top5=E5 | best top1=B (epoch K)`` per epoch; ``<prefix>-metrics.jsonl`` beside the log holds one
-JSON record per logged batch and per epoch.
+JSON record per logged batch and per epoch. The full config goes to the log file (a ``config: {...}`` line
+the console does not show) and to ``<output_dir>/config.json``.
 """
 import dataclasses
 import json
@@ -63,6 +66,8 @@ log = logging.getLogger("mxrepro")
 # Mean cross-entropy per sample above which a run counts as diverged: an untrained 1000-class head
 # starts at ln(1000) = 6.9; a loss a hundred times that only comes from a blown-up step.
 DIVERGED_LOSS = 1000.0
+# Without an explicit log interval, a progress line at least this often (seconds).
+LOG_SECONDS = 30.0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -140,10 +145,39 @@ def setup_logging(log_file=None, level=logging.INFO):
     if log_file:
         os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
         handlers.append(QuietFileHandler(log_file))
+    handlers[0].addFilter(_console_only)
     for h in handlers:
         h._mxrepro = True
         h.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         root.addHandler(h)
+
+
+def _console_only(record):
+    """Logging filter of the console handler: records logged with ``extra={"file_only": True}`` (the full
+    config) go to the log file only."""
+    return not getattr(record, "file_only", False)
+
+
+def _hms(seconds):
+    """4:31, 1:02:03."""
+    s = int(round(max(0.0, seconds)))
+    return "%d:%02d:%02d" % (s // 3600, s // 60 % 60, s % 60) if s >= 3600 else "%d:%02d" % (s // 60, s % 60)
+
+
+def write_json_atomic(path, obj):
+    """Write ``obj`` as JSON to ``path`` through a temporary file in the same folder (never half a file)."""
+    import tempfile
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, default=str, sort_keys=True, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def batch_line(cfg, per_worker, ndev, workers):
@@ -208,6 +242,7 @@ class Engine:
         self.cfg, self.data, self.build_model, self.tag = cfg, data, build_model, tag
         self.where = (0, 0)  # (epoch, iteration) for the interruption message
         self.lock, self.resume_notes = None, []
+        self._val_time = 0.0  # seconds of the last validation (for the ETA)
 
     # -- checks ------------------------------------------------------------------------------------
     def prepare(self):
@@ -244,6 +279,13 @@ class Engine:
             if not cfg.dry_run:
                 self.data.verify()
             self.summary = self.data.label_summary()
+        n_train = self.data.num_train() if self.have_data else self.data.nominal_train
+        if n_train:
+            cfg.check_batch(n_train, self.per_worker, self.workers)
+        asked = getattr(self.data, "num_examples", None)
+        if self.have_data and asked and asked > n_train:
+            cfg.warnings.append("%s %d is more than the %d records of %s: an epoch is those %d"
+                                % (cfg.flag("num_examples"), asked, n_train, self.data.name, n_train))
         self.num_classes = self._num_classes()
         try:
             self.model = self.build_model(self.num_classes)
@@ -431,6 +473,8 @@ class Engine:
             meta["params_path"], meta["epoch"])))
         for n in self.resume_notes:
             lines.append("checkpoint: " + n)
+        for w in cfg.warnings:
+            lines.append("warning: " + w)
         for n in cfg.notes:
             lines.append("note: " + n)
         if cfg.command:
@@ -599,6 +643,8 @@ class Engine:
         train.set_epoch(epoch)
         acc = mx.metric.Accuracy()
         total, seen, tic, btic, bseen = 0.0, 0, time.time(), time.time(), 0
+        every = min(cfg.log_interval, max(1, iters // 5)) if cfg.log_auto else cfg.log_interval
+        last_line = tic
         for i, (data, label) in enumerate(train):
             if i >= iters:
                 break
@@ -614,14 +660,20 @@ class Engine:
             seen += n
             bseen += n
             acc.update(hard, outputs)
-            if cfg.log_interval and (i + 1) % cfg.log_interval == 0:
+            now = time.time()
+            if (i + 1) % every == 0 or (cfg.log_auto and now - last_line >= LOG_SECONDS and i + 1 < iters):
                 lr = step.optimizer.learning_rate
-                speed = bseen / max(time.time() - btic, 1e-9)
-                log.info("%sEpoch[%d] Batch[%d/%d] Update[%d] speed=%.1f img/s loss=%.4f top1=%.4f lr=%.6g", self.tag,
-                         epoch + 1, i + 1, iters, step.optimizer.num_update, speed, total / seen, acc.get()[1], lr)
+                speed = bseen / max(now - btic, 1e-9)
+                per_batch = (now - tic) / (i + 1)
+                eta_epoch = per_batch * (iters - i - 1) + self._val_time
+                eta_run = eta_epoch + (cfg.epochs - epoch - 1) * (per_batch * iters + self._val_time)
+                log.info("%sEpoch[%d] Batch[%d/%d] Update[%d] speed=%.1f img/s loss=%.4f top1=%.4f lr=%.6g "
+                         "eta epoch %s run %s", self.tag, epoch + 1, i + 1, iters, step.optimizer.num_update, speed,
+                         total / seen, acc.get()[1], lr, _hms(eta_epoch), _hms(eta_run))
                 self._record({"kind": "batch", "epoch": epoch + 1, "batch": i + 1, "update": step.optimizer.num_update,
-                              "lr": lr, "loss": total / seen, "top1": acc.get()[1], "speed": speed})
-                btic, bseen = time.time(), 0
+                              "lr": lr, "loss": total / seen, "top1": acc.get()[1], "speed": speed,
+                              "eta_epoch_s": round(eta_epoch, 1), "eta_run_s": round(eta_run, 1)})
+                btic, bseen, last_line = now, 0, now
         _Signals.check()
         dt = time.time() - tic
         rec = {"kind": "epoch", "epoch": epoch + 1, "train_loss": total / max(seen, 1), "train_top1": acc.get()[1],
@@ -629,7 +681,9 @@ class Engine:
                "time": dt}
         if val is not None:
             self.where = (epoch + 1, iters)
+            vtic = time.time()
             top1, topk, k = self.evaluate(step, val)
+            self._val_time = time.time() - vtic
             rec.update(val_top1=top1, val_topk=topk, k=k)
         return rec
 
@@ -688,7 +742,11 @@ def _run_prepared(eng):
     log.info("Start: %s", shlex.join(cfg.command) if cfg.command else cfg.model)
     for line in eng.plan_lines()[:-1] if cfg.command else eng.plan_lines():
         log.info(line)
-    log.info("config: %s", json.dumps(cfg.to_dict(), default=str, sort_keys=True))
+    conf = cfg.to_dict()
+    log.info("config: %s", json.dumps(conf, default=str, sort_keys=True), extra={"file_only": True})
+    if eng.rank == 0:
+        write_json_atomic(os.path.join(cfg.output_dir, "config.json"), conf)
+        log.info("full config: %s and the log", os.path.join(cfg.output_dir, "config.json"))
     if dist.is_dist(eng.kv):
         log.info("kvstore %s: rank %d of %d, %s", eng.kv.type, eng.kv.rank, eng.kv.num_workers,
                  "updates in the workers" if dist.is_sync_dist(eng.kv) else "updates on the servers (no optimizer state)")

@@ -128,6 +128,8 @@ def build_schedule(spec, lr, num_epochs, updates_per_epoch):
     if warm > 0:
         if spec.warmup_mode == "slowstart":
             curves.append(_slow_start(spec.warmup_lr, lr, warm * unit))
+        elif spec.warmup_mode == "linear" and warm * unit == 1:  # a one-iteration ramp ends at lr at once
+            curves.append(LRScheduler("step", base_lr=lr, niters=1, step_iter=[]))
         elif spec.warmup_mode == "linear":
             curves.append(LRScheduler("linear", base_lr=spec.warmup_lr, target_lr=lr, nepochs=warm,
                                       iters_per_epoch=unit))
@@ -135,7 +137,10 @@ def build_schedule(spec, lr, num_epochs, updates_per_epoch):
             raise ValueError("warmup_mode must be 'linear' or 'slowstart', got %r" % spec.warmup_mode)
     # per epoch, one extra count so the last epoch is not already at target_lr (CosineAnnealingLR)
     main_iters = (num_epochs - warm) * unit + (1 if per_epoch and spec.mode != "step" else 0)
-    curves.append(LRScheduler(spec.mode, base_lr=lr, target_lr=spec.target_lr, niters=main_iters,
+    mode = spec.mode
+    if mode in ("cosine", "poly", "linear") and main_iters <= 1:
+        mode = "step"  # a curve of one point is its start, lr (gluon-cv's curves divide by niters - 1)
+    curves.append(LRScheduler(mode, base_lr=lr, target_lr=spec.target_lr, niters=main_iters,
                               step_iter=[int(round(s * unit)) for s in steps], step_factor=spec.factor,
                               power=spec.power))
     return Schedule(LRSequential(curves), lr, upe, spec.per, spec)

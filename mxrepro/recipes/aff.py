@@ -9,10 +9,9 @@ epochs), ``--orig-resnext-last-gamma`` (ResNeXt last BN gamma always zero).
 """
 import argparse
 import os
-import shlex
 
 from ..ckptfile import check_weights
-from ..cli import HelpFormatter
+from ..cli import HelpFormatter, given, script_argv
 from ..data import (RecordIterData, cifar_data, gluoncv_rec_kwargs, imagenet_folder_data,
                     imagenet_transforms, num_classes_of)
 from ..engine import RunConfig, UsageError
@@ -87,6 +86,10 @@ def cifar_model(args):
         name, kw = cifar_cli_model(args.model, args.askc_type, args.blocks, args.channel_times)
     except ValueError as e:
         raise UsageError(str(e))
+    if not 1 <= args.start_layer <= 4:
+        raise UsageError("--start-layer %d must be 1-4: fusion in the stages >= it (4 = none)" % args.start_layer)
+    if args.channel_times < 1:
+        raise UsageError("--channel-times %d must be at least 1" % args.channel_times)
     if args.start_layer != 1:
         kw["start_layer"] = args.start_layer
     if args.r is not None:
@@ -111,6 +114,9 @@ def cifar_model(args):
 
 
 def cifar_config(args, argv):
+    G.check_train_args(args, argv)
+    if args.use_rec and args.use_images:
+        raise UsageError("--use-rec and --use-images ask for different inputs: pass one of them")
     if args.auto_aug:
         raise UsageError("--auto_aug needs the autogluon CIFAR AutoAugment policy, which is not installed in this "
                          "project; drop the flag (the published paper-era runs did not use it)")
@@ -150,6 +156,7 @@ def cifar_config(args, argv):
         save_frequency=args.save_frequency, resume=resume, resume_epoch=repoch, resume_states=rstates,
         resume_changed=args.resume_changed,
         init_params=args.pretrained or args.resume_from, seed=args.seed, log_interval=args.log_interval,
+        log_auto=not given(argv, "--log-interval"),
         max_batches=args.max_batches, flags=dict(G.FLAGS, num_classes="--num-classes", **G.log_flags(args)),
         command=list(argv),
         notes=notes, dry_run=args.dry_run)
@@ -238,6 +245,10 @@ def imagenet_model(args):
     kw.update(last_gamma=bool(args.last_gamma or (resnext and args.orig_resnext_last_gamma)))
     if args.r < 1:
         raise UsageError("--r %d: the fusion reduction ratio must be at least 1" % args.r)
+    if not 1 <= args.start_layer <= 5:
+        raise UsageError("--start-layer %d must be 1-5: fusion in the stages >= it (5 = none)" % args.start_layer)
+    if args.stem_width is not None and args.stem_width < 1:
+        raise UsageError("--stem-width %d must be at least 1" % args.stem_width)
     if name.startswith(("aff_", "iaff_")):
         kw.update(start_layer=args.start_layer, fusion_r=args.r)
     if args.deep_stem:
@@ -249,7 +260,12 @@ def imagenet_model(args):
 
 
 def imagenet_config(args, argv):
+    G.check_train_args(args, argv)
     check_weights(args.pretrained, "--pretrained", not args.ignore_checksum, missing_ok=args.dry_run)
+    if args.input_size < 32:
+        raise UsageError("--input-size %d must be at least 32 (the network downsamples 32 times)" % args.input_size)
+    if not 0 < args.crop_ratio <= 1:
+        raise UsageError("--crop-ratio %g must be in (0, 1] (evaluation crop / resize)" % args.crop_ratio)
     name, kw, run = imagenet_model(args)
     devices = G.devices_from_args(args)
     save_dir = args.save_dir or os.path.join("runs", "aff", run)
@@ -285,7 +301,8 @@ def imagenet_config(args, argv):
         save_frequency=args.save_frequency, resume=resume, resume_epoch=repoch, resume_states=rstates,
         resume_changed=args.resume_changed,
         init_params=args.pretrained, seed=args.seed, log_interval=args.log_interval, max_batches=args.max_batches,
-        flags=dict(G.FLAGS, **G.log_flags(args)), command=list(argv), notes=notes, dry_run=args.dry_run)
+        log_auto=not given(argv, "--log-interval"), flags=dict(G.FLAGS, **G.log_flags(args)), command=list(argv),
+        notes=notes, dry_run=args.dry_run)
     return cfg, data, lambda classes: get_model(name, classes=classes, **kw)
 
 
@@ -312,7 +329,7 @@ def _main(parser, make, argv, prog, size_of, default_classes):
         classes = args.num_classes or default_classes(args)
         print(summary(name, kw, classes, size_of(args), runname))
         return 0
-    cfg, data, build = make(args, shlex.split(prog) + argv)
+    cfg, data, build = make(args, script_argv(prog, argv))
     return run(cfg, data, build)
 
 

@@ -17,7 +17,6 @@ folders, or train.rec/.idx and val.rec/.idx (``python tools/prepare_imagenet.py 
 """
 import argparse
 import os
-import shlex
 import re
 
 import cv2
@@ -27,7 +26,7 @@ from mxnet.gluon import Block
 from mxnet.gluon.data.vision import transforms
 
 from ..ckptfile import add_override_flag, check_weights
-from ..cli import HelpFormatter, device_count, expected_workers
+from ..cli import HelpFormatter, device_count, expected_workers, given, script_argv
 from ..data import RecordIterData, add_check_args, gluoncv_rec_kwargs, imagenet_folder_data, imagenet_transforms
 from ..engine import OptimizerSpec, RunConfig, ScheduleSpec, UsageError
 from ..models import get_model, list_models, model_info
@@ -172,7 +171,23 @@ def _checked_data(args, data_dir, strong, notes):
                                                           crop_flag="--input-size")
 
 
+def _check(args):
+    """bL-Net flags the engine does not check (data and augmentation); one-line UsageErrors."""
+    if args.input_size < 32:
+        raise UsageError("--input-size %d must be at least 32 (the network downsamples 32 times)" % args.input_size)
+    if not 0 < args.crop_ratio <= 1:
+        raise UsageError("--crop-ratio %g must be in (0, 1] (evaluation crop / resize)" % args.crop_ratio)
+    if args.color_jitter < 0:
+        raise UsageError("--color-jitter %g must be >= 0" % args.color_jitter)
+    if args.workers < 0:
+        raise UsageError("-j/--workers %d must be >= 0 (0 = load in the training process)" % args.workers)
+    if args.pretrained and args.resume not in ("auto", "fresh"):
+        raise UsageError("--pretrained starts fresh from weights but --resume %s continues a checkpoint: pass one of "
+                         "them" % args.resume)
+
+
 def config_from_args(args, argv):
+    _check(args)
     check_weights(args.pretrained, "--pretrained", not args.ignore_checksum, missing_ok=args.dry_run)
     kw = model_kwargs(args)
     workers = expected_workers(args.kv_store)
@@ -208,6 +223,7 @@ def config_from_args(args, argv):
         resume=resume, resume_epoch=repoch, resume_changed=args.resume_changed, init_params=args.pretrained,
         seed=args.seed,
         log_interval=args.log_interval, max_batches=args.max_batches, top_k=5, flags=FLAGS, command=list(argv),
+        log_auto=not given(argv, "--log-interval"),
         notes=notes, dry_run=args.dry_run)
     return cfg, data, lambda classes: get_model(args.arch, classes=classes, **kw)
 
@@ -225,5 +241,5 @@ def main(argv=None, prog="python imagenet/train_blnet.py"):
         print("%s: %d parameters (%.2f M), %.3f G multiply-adds at %d" % (args.arch, tr, tr / 1e6, rep.gmacs,
                                                                            args.input_size))
         return 0
-    cfg, data, build = config_from_args(args, shlex.split(prog) + argv)
+    cfg, data, build = config_from_args(args, script_argv(prog, argv))
     return run(cfg, data, build)

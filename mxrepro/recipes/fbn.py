@@ -23,10 +23,9 @@ batch is ``--batch-size`` x workers.
 """
 import argparse
 import os
-import shlex
 
 from ..ckptfile import add_override_flag, check_weights
-from ..cli import HelpFormatter, expected_workers
+from ..cli import HelpFormatter, expected_workers, given, script_argv
 from ..data import IMAGENET_MEAN_RGB, RecordIterData, add_check_args, fbn_rec_kwargs
 from ..engine import OptimizerSpec, ParamRule, RunConfig, ScheduleSpec, UsageError
 from ..models.registry import get_model, list_models, model_info
@@ -46,7 +45,8 @@ COMPAT_DEFAULTS = dict(wd_mode=("no-bias-bn", "all"), pad_fill=(127, 255), dropf
 FLAGS = dict(epochs="--num-epoches", global_batch="--batch-size", lr="--lr", warmup_epochs="--fmconv-slowstart",
              warmup_lr="--fmconv-scale", decay_epochs="--lr-step", num_classes="--num-classes", wd="--wd",
              momentum="--mom", output_dir="--output-dir", checkpoint_dir="--output-dir", devices="--gpus",
-             fresh="--no-auto-resume", resume="--retrain/--model-load-epoch", log_interval="--frequent")
+             fresh="--no-auto-resume", resume="--retrain/--model-load-epoch", log_interval="--frequent",
+             optimizer="--optimizer", kv_store="--kv-store")
 
 
 def _networks(dataset):
@@ -222,6 +222,26 @@ def _check(args):
         raise UsageError("--num-examples %d must be positive" % args.num_examples)
     if args.model_load_epoch < 0 or (args.begin_epoch is not None and args.begin_epoch < 0):
         raise UsageError("--model-load-epoch / --begin-epoch must be >= 0")
+    if args.data_nthreads < 1:
+        raise UsageError("--data-nthreads %d must be at least 1 (decoding threads)" % args.data_nthreads)
+    if args.workspace < 1:
+        raise UsageError("--workspace %d must be at least 1 (MB)" % args.workspace)
+    if not 0 <= args.bn_mom < 1:
+        raise UsageError("--bn-mom %g must be in [0, 1)" % args.bn_mom)
+    if getattr(args, "pad_fill", None) is not None and not 0 <= args.pad_fill <= 255:
+        raise UsageError("--pad-fill %d must be a pixel value in 0..255" % args.pad_fill)
+    if args.retrain and args.pretrained:
+        raise UsageError("--retrain continues a checkpoint and --pretrained starts fresh from one: pass one of them")
+
+
+def _warnings(args, argv):
+    """Flags the original accepted and ignored: one warning line each (the run goes on)."""
+    out = []
+    if not args.retrain:
+        for flag in ("--model-load-epoch", "--model-load-prefix", "--begin-epoch"):
+            if given(argv, flag):
+                out.append("%s has no effect without --retrain" % flag)
+    return out
 
 
 def _rules(args, names_rule_for_warmup=False):
@@ -305,7 +325,8 @@ def config_from_args(args, argv):
         else None, init_params=args.pretrained,
         resume_changed=args.resume_changed, warmup_phase=warm, seed=args.seed, log_interval=args.frequent, top_k=5,
         flags=dict(FLAGS, log_file="--log-file") if args.log_file else FLAGS,
-        command=list(argv), notes=notes, dry_run=args.dry_run)
+        command=list(argv), notes=notes, dry_run=args.dry_run, log_auto=not given(argv, "--frequent"),
+        warnings=_warnings(args, argv))
     return cfg, data, lambda classes: get_model(args.network, **_net_kwargs(args, classes))
 
 
@@ -324,5 +345,5 @@ def main(dataset, argv=None, prog=None):
     from ..engine import run
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(dataset).parse_args(argv)
-    cfg, data, build = config_from_args(args, shlex.split(prog or "python %s/train_%s.py" % (dataset, dataset)) + argv)
+    cfg, data, build = config_from_args(args, script_argv(prog or "python %s/train_%s.py" % (dataset, dataset), argv))
     return run(cfg, data, build)

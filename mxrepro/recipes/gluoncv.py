@@ -7,18 +7,18 @@ The learning rate is used as given (gluon-cv's scripts do not scale it with the 
 import os
 
 from ..ckptfile import add_override_flag
-from ..cli import device_count, expected_workers
+from ..cli import device_count, expected_workers, given
 from ..data import add_check_args
 from ..engine import OptimizerSpec, ParamRule, ScheduleSpec, UsageError
 
-__all__ = ["add_train_args", "parse_epochs", "devices_from_args", "resume_from_args", "schedule_from_args",
-           "optimizer_from_args", "FLAGS"]
+__all__ = ["add_train_args", "check_train_args", "parse_epochs", "devices_from_args", "resume_from_args",
+           "schedule_from_args", "optimizer_from_args", "FLAGS"]
 
 FLAGS = dict(epochs="--num-epochs", global_batch="--batch-size", lr="--lr", warmup_epochs="--warmup-epochs",
              warmup_lr="--warmup-lr", decay_epochs="--lr-decay-epoch", num_classes="--num-classes", wd="--wd",
              momentum="--momentum", output_dir="--save-dir", devices="--gpus", fresh="--no-resume",
              resume="--resume-params", save_frequency="--save-frequency", log_interval="--log-interval",
-             dtype="--dtype")
+             dtype="--dtype", decay_factor="--lr-decay", decay_period="--lr-decay-period", target_lr="--target-lr")
 
 
 def add_train_args(parser):
@@ -86,6 +86,30 @@ def add_train_args(parser):
     add_check_args(g)
     g.add_argument("--dry-run", action="store_true", help="print the resolved plan and the command, write nothing")
     return parser
+
+
+def check_train_args(args, argv):
+    """The checks of the shared gluon-cv flags that the engine's RunConfig.validate does not make (flags that
+    contradict each other, loader settings); one-line UsageErrors naming the flag."""
+    if args.num_workers < 0:
+        raise UsageError("-j/--num-data-workers %d must be >= 0 (0 = load in the training process)" % args.num_workers)
+    if args.resume_epoch is not None and args.resume_epoch < 0:
+        raise UsageError("--resume-epoch %d must be >= 0" % args.resume_epoch)
+    if args.no_resume:
+        for flag in ("--resume-epoch", "--resume-params", "--resume-states", "--auto-resume"):
+            if given(argv, flag):
+                raise UsageError("--no-resume starts from scratch but %s asks to resume: drop one of them" % flag)
+    start = "--pretrained" if args.pretrained else "--resume-from" if getattr(args, "resume_from", "") else None
+    if start and (args.resume_params or args.resume_epoch is not None):
+        raise UsageError("%s starts fresh from weights but %s continues a checkpoint: pass one of them"
+                         % (start, "--resume-params" if args.resume_params else "--resume-epoch"))
+    if args.resume_states and not args.resume_params:
+        raise UsageError("--resume-states %s needs --resume-params (the parameters the states belong to)"
+                         % args.resume_states)
+    if args.mixup_off_epoch and not (args.mixup or getattr(args, "orig_always_mixup", False)) \
+            and given(argv, "--mixup-off-epoch"):
+        raise UsageError("--mixup-off-epoch %d has no effect without --mixup: add --mixup or drop it"
+                         % args.mixup_off_epoch)
 
 
 def parse_epochs(text, flag="--lr-decay-epoch"):

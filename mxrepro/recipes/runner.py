@@ -145,10 +145,26 @@ def _get(argv, flag, default=None):
     return default
 
 
+_ENV_MEANING = {"BATCH_SIZE": ("the global batch", 128), "EPOCHS": ("the number of epochs", 10),
+                "WORKERS": ("data-loading workers", 4)}
+
+
+def _env_int(env, var, minimum=1):
+    """``env[var]`` as an int >= ``minimum``, else a one-line error (SystemExit, exit status 2)."""
+    text = env[var].strip()
+    if not re.fullmatch(r"\d+", text) or int(text) < minimum:
+        raise SystemExit("error: %s=%s: expected a whole number >= %d (%s), e.g. %s=%d"
+                         % (var, shlex.quote(env[var]), minimum, _ENV_MEANING[var][0], var, _ENV_MEANING[var][1]))
+    return text
+
+
 def resolve(name, env=None, extra=(), gpus_visible=None, cpus=None):
     """(argv of the script, lines describing the overrides) of recipe ``name`` (see the module doc)."""
     env = dict(os.environ if env is None else env)
     r = RECIPES[name]
+    for var in ("BATCH_SIZE", "EPOCHS", "WORKERS"):
+        if var in env and not r.is_tool:
+            env[var] = _env_int(env, var, minimum=0 if var == "WORKERS" else 1)
     if r.get("kind") == "eval":
         return _resolve_eval(r, env, extra)
     if r.is_tool:
@@ -240,8 +256,9 @@ def _resolve_eval(r, env, extra):
 
 
 def printable(argv):
-    """The command as a user types it (``python`` for the interpreter), quoted so that it pastes back."""
-    return shlex.join(["python"] + list(argv[1:]))
+    """The command as a user types it, quoted so that it pastes back (the interpreter as :func:`python_cmd`)."""
+    from ..cli import python_cmd
+    return shlex.join([python_cmd()] + list(argv[1:]))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -263,8 +280,9 @@ def help_lines():
     lines.append("  EPOCHS      number of epochs")
     lines.append("  WORKERS     data-loading workers / decoding threads")
     lines.append("  WEIGHTS     the checkpoint of an *-eval-* subcommand (released ones: docs/weights.md)")
-    lines.append("Arguments after NAME go to the script (e.g. --dry-run: the resolved plan, no data needed, nothing "
-                 "written). Outputs: runs/<paper>/<name>/; the same command again resumes.")
+    lines.append("Arguments after NAME go to the script. --dry-run works for every subcommand: the resolved plan (no "
+                 "data needed) or, for tools and setup/test/demo, what would run; nothing written. Outputs: "
+                 "runs/<paper>/<name>/; the same command again resumes. A mistyped NAME lists the nearest ones.")
     return lines
 
 
@@ -312,6 +330,19 @@ def render_docs(text):
     return text
 
 
+BUILTIN = ("setup", "test", "demo", "help")
+
+
+def suggestion(name):
+    """One line for a mistyped subcommand: the nearest names and how to list them all."""
+    import difflib
+    near = difflib.get_close_matches(name, list(BUILTIN) + list(RECIPES), n=3, cutoff=0.5)
+    if not near:  # e.g. 'c10-resnet164': a name that contains it
+        near = [n for n in RECIPES if name and name in n][:3]
+    return "error: unknown command %r; %s`./run.sh help` lists them all" % (
+        name, "did you mean %s? " % " or ".join(near) if near else "")
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     cmd = argv.pop(0) if argv else "help"
@@ -332,25 +363,42 @@ def main(argv=None):
         if new != text:
             open(DOC, "w").write(new)
         return 0
+    if cmd == "suggest":
+        print(suggestion(argv[0] if argv else ""), file=sys.stderr)
+        return 2
     if cmd in ("show", "run"):
         if not argv or argv[0] not in RECIPES:
-            print("error: unknown recipe %r; ./run.sh help lists them" % (argv[0] if argv else ""), file=sys.stderr)
+            print(suggestion(argv[0] if argv else ""), file=sys.stderr)
             return 2
         name = argv.pop(0)
+        r = RECIPES[name]
+        # tools and evaluations have no --dry-run of their own: the runner shows what would run
+        dry = "--dry-run" in argv and (r.is_tool)
+        env = dict(os.environ)
+        if dry:
+            argv = [a for a in argv if a != "--dry-run"]
+            if r.get("kind") == "eval" and not env.get("WEIGHTS"):
+                env["WEIGHTS"] = "WEIGHTS"
+                print("[run.sh] %s: WEIGHTS is not set; the real run needs WEIGHTS=FILE" % name, file=sys.stderr)
         try:
-            command, lines = resolve(name, extra=argv)
+            command, lines = resolve(name, env=env, extra=argv)
         except SystemExit as e:
             print(e, file=sys.stderr)
             return 2
         for line in lines:
             print("[run.sh] %s: %s" % (name, line), file=sys.stderr)
         print("[run.sh] $ %s" % printable(command), file=sys.stderr)
+        if dry:
+            print("[run.sh] dry run: the command above is what would run; nothing run, nothing written",
+                  file=sys.stderr)
+            return 0
         if cmd == "show":
             return 0
         sys.stderr.flush()
         os.chdir(ROOT)
         os.execv(command[0], command)
-    print("error: unknown command %r (help, names, show NAME, run NAME [ARGS], docs [--check])" % cmd, file=sys.stderr)
+    print("error: unknown command %r (help, names, show NAME, run NAME [ARGS], suggest NAME, docs [--check])" % cmd,
+          file=sys.stderr)
     return 2
 
 
