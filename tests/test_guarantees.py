@@ -100,7 +100,8 @@ def _batches(out, fam):
     return {r["update"]: r["lr"] for r in recs if r["kind"] == "batch"}
 
 
-@pytest.mark.parametrize("name", sorted(FAMILIES))
+@pytest.mark.slow  # the default suite kills at a checkpoint file step and at a random moment instead
+@pytest.mark.parametrize("name", sorted(FAMILIES))          # (tests/test_guarantees_ckpt.py), same end state
 def test_kill_and_resume_equals_an_uninterrupted_run(name, digits_small, tmp_path):
     fam = FAMILIES[name]
     ref, cut = tmp_path / "ref", tmp_path / "cut"

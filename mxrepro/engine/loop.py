@@ -291,10 +291,13 @@ class Engine:
             self.model = self.build_model(self.num_classes)
         except (ValueError, TypeError) as e:
             raise UsageError("cannot build %s: %s" % (cfg.model, e))
+        # free space first (the lock file itself needs some): epochs done as the checkpoints on disk say now
+        self.ckpt_plan = ("probe", None if cfg.resume == "fresh" else
+                          Checkpointer(cfg.ckpt_dir, cfg.prefix, None).find_resume())
+        self.space_params = disk.check_start_space(self) if self.rank == 0 else 0
         try:
             self._take_lock()
             self.ckpt_plan = self._resume_plan()
-            self.space_params = disk.check_start_space(self) if self.rank == 0 else 0
         except BaseException:
             self.release()
             raise
