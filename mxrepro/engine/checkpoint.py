@@ -36,7 +36,8 @@ import shutil
 import signal
 import socket
 import time
-import zlib
+
+from ..ckptfile import crc32_of
 
 __all__ = ["Checkpointer", "RunLock", "atomic_write", "crc32_of", "commit_steps", "FAULT_ENV"]
 
@@ -121,14 +122,6 @@ def _copy(src, dst):
         except (OSError, AttributeError):
             pass
     shutil.copyfile(src, dst)
-
-
-def crc32_of(path, chunk=1 << 22):
-    c = 0
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            c = zlib.crc32(block, c)
-    return c & 0xFFFFFFFF
 
 
 def _matches(path, size, crc):
