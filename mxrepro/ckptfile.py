@@ -15,8 +15,8 @@ No MXNet import: the checks run before a network is built.
 import json
 import os
 import re
-import tempfile
-import zlib
+
+from .fileio import crc32_of, probe_writable
 
 __all__ = ["WeightsFileError", "ChecksumError", "OVERRIDE_FLAG", "description_of", "verify_checkpoint_file",
            "check_readable", "check_writable", "check_weights", "add_override_flag", "mx_error_line", "crc32_of"]
@@ -30,15 +30,6 @@ class WeightsFileError(ValueError):
 
 class ChecksumError(WeightsFileError):
     """A checkpoint whose size or CRC-32 differs from the one recorded beside it."""
-
-
-def crc32_of(path, chunk=1 << 22):
-    """CRC-32 of a file's bytes (as the checkpoint descriptions record it)."""
-    c = 0
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            c = zlib.crc32(block, c)
-    return c & 0xFFFFFFFF
 
 
 def description_of(path):
@@ -137,17 +128,9 @@ def check_writable(path, what="output"):
     path = os.path.abspath(path)
     if os.path.isdir(path):
         raise WeightsFileError("%s %s is a folder, not a file name" % (what, path))
-    d = os.path.dirname(path)
-    while not os.path.exists(d):
-        d = os.path.dirname(d)
-    if not os.path.isdir(d):
-        raise WeightsFileError("%s %s cannot be written: %s is not a folder" % (what, path, d))
-    try:
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=".write-test-")
-        os.close(fd)
-        os.remove(tmp)
-    except OSError as e:
-        raise WeightsFileError("%s %s cannot be written: %s (%s)" % (what, path, e.strerror or e, d)) from None
+    why = probe_writable(os.path.dirname(path))
+    if why:
+        raise WeightsFileError("%s %s cannot be written: %s" % (what, path, why))
 
 
 _FRAME = re.compile(r"^(\s|Traceback \(most recent call last\)|Stack trace|\[bt\]|File \")")

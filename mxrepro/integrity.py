@@ -51,6 +51,8 @@ import mxnet as mx
 from mxnet import gluon
 from tqdm import tqdm
 
+from .fileio import atomic_write
+
 __all__ = ["DataError", "RecordSummary", "LabelSummary", "verify_recordio", "scan_recordio", "label_summary",
            "check_labels", "image_problem", "image_decode", "file_problem", "check_idx", "read_idx",
            "record_payload", "open_records", "sample_positions", "file_stamp", "SafeDataset",
@@ -772,16 +774,10 @@ def load_check(rec, idx=None):
 
 
 def _atomic_json(path, obj):
-    d = os.path.dirname(path)
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-check-")
-    try:
-        with os.fdopen(fd, "w") as f:
+    def dump(tmp):
+        with open(tmp, "w") as f:
             json.dump(obj, f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, dump)
 
 
 def save_check(rec, idx, check):

@@ -37,7 +37,8 @@ import signal
 import socket
 import time
 
-from ..ckptfile import crc32_of
+from ..fileio import atomic_write, crc32_of
+from ..fileio import fsync_dir as _fsync_dir, fsync_path as _fsync_path, umask_mode as _umask_mode
 
 __all__ = ["Checkpointer", "RunLock", "atomic_write", "crc32_of", "commit_steps", "FAULT_ENV"]
 
@@ -62,55 +63,6 @@ def commit_steps(num_tags, states=True):
     # data files (written or copied) + fsync + descriptions + journal write + journal rename
     # + renames + folder fsync + journal removal
     return num_tags * per_tag + 1 + num_tags + 2 + num_tags * (per_tag + 1) + 2
-
-
-def _fsync_path(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(d):
-    try:
-        fd = os.open(d, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _umask_mode():
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _tmp_name(path):
-    d, b = os.path.split(os.path.abspath(path))
-    return os.path.join(d, ".tmp-%s.%s" % (b, secrets.token_hex(4)))
-
-
-def atomic_write(path, write_fn):
-    """Call ``write_fn(tmp_path)``, fsync, rename onto ``path``: a crash never leaves a half file."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    tmp = _tmp_name(path)
-    try:
-        write_fn(tmp)
-        os.chmod(tmp, _umask_mode())
-        _fsync_path(tmp)
-        os.replace(tmp, path)
-        _fsync_dir(d)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
 
 
 def _copy(src, dst):

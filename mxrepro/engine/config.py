@@ -11,10 +11,10 @@ user typed (``--num-epoches`` in FBN, ``--num-epochs`` in AFF, ``--epochs`` in b
 import dataclasses
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import List, Optional
 
+from ..fileio import probe_writable
 from .optim import OptimizerSpec
 from .schedule import ScheduleSpec
 
@@ -273,19 +273,11 @@ class RunConfig:
 
 
 def check_output_dir(path, flag):
-    """Raise UsageError unless ``path`` is, or can be created as, a writable folder. Tested by creating
-    and removing a scratch folder in the nearest existing parent, so nothing is left behind."""
-    p = os.path.abspath(path)
-    probe = p
-    while not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
-    if not os.path.isdir(probe):
-        raise UsageError("%s %s: %s is a file, not a folder" % (flag, path, probe))
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".mxrepro-write-test-", dir=probe))
-    except OSError as e:
-        raise UsageError("%s %s is not writable (%s: %s): choose another output folder"
-                         % (flag, path, probe, e.strerror or e))
+    """Raise UsageError unless ``path`` is, or can be created as, a writable folder (probed in the nearest
+    existing parent by :func:`~mxrepro.fileio.probe_writable`, so nothing is left behind)."""
+    why = probe_writable(path)
+    if why is None:
+        return
+    if why.endswith("is a file, not a folder"):
+        raise UsageError("%s %s: %s" % (flag, path, why))
+    raise UsageError("%s %s is not writable (%s): choose another output folder" % (flag, path, why))

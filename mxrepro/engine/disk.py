@@ -12,8 +12,8 @@ import contextlib
 import errno
 import os
 import shutil
-import tempfile
 
+from ..fileio import nearest_existing as _existing, probe_writable
 from .config import UsageError
 
 __all__ = ["DISK_ERRNOS", "WriteFailed", "writing", "disk_errno", "mount_point", "free_bytes", "check_outputs",
@@ -36,13 +36,6 @@ class WriteFailed(Exception):
     def __init__(self, path, err, reason):
         super().__init__("%s: %s" % (path, reason))
         self.path, self.errno, self.reason = path, err, reason
-
-
-def _existing(path):
-    p = os.path.abspath(path)
-    while not os.path.exists(p) and os.path.dirname(p) != p:
-        p = os.path.dirname(p)
-    return p
 
 
 def mount_point(path):
@@ -107,21 +100,6 @@ def writing(path):
 
 
 # -- writable before the first step ---------------------------------------------------------------
-def probe_writable(folder):
-    """None when a file can be created in ``folder`` (or in the nearest existing parent, which is where
-    the run's makedirs would start), else the reason."""
-    probe = _existing(folder)
-    if not os.path.isdir(probe):
-        return "%s is a file, not a folder" % probe
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".mxrepro-write-test-", dir=probe)
-        os.close(fd)
-        os.remove(tmp)
-    except OSError as e:
-        return "%s: %s" % (probe, e.strerror or e)
-    return None
-
-
 def check_output_file(path, flag):
     """UsageError unless ``path`` is a writable file or can be created as one (nothing is written)."""
     p = os.path.abspath(path)

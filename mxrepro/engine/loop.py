@@ -53,6 +53,7 @@ import numpy as np
 
 from . import disk, dist
 from ..cli import device_count
+from ..fileio import atomic_write
 from .checkpoint import Checkpointer, RunLock
 from .config import DataError, DiskFull, Diverged, Interrupted, UsageError
 from .optim import OptimizerSpec, make_optimizer
@@ -162,22 +163,6 @@ def _hms(seconds):
     """4:31, 1:02:03."""
     s = int(round(max(0.0, seconds)))
     return "%d:%02d:%02d" % (s // 3600, s // 60 % 60, s % 60) if s >= 3600 else "%d:%02d" % (s // 60, s % 60)
-
-
-def write_json_atomic(path, obj):
-    """Write ``obj`` as JSON to ``path`` through a temporary file in the same folder (never half a file)."""
-    import tempfile
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, default=str, sort_keys=True, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def batch_line(cfg, per_worker, ndev, workers):
@@ -748,7 +733,10 @@ def _run_prepared(eng):
     conf = cfg.to_dict()
     log.info("config: %s", json.dumps(conf, default=str, sort_keys=True), extra={"file_only": True})
     if eng.rank == 0:
-        write_json_atomic(os.path.join(cfg.output_dir, "config.json"), conf)
+        def dump(tmp):
+            with open(tmp, "w") as f:
+                json.dump(conf, f, default=str, sort_keys=True, indent=1)
+        atomic_write(os.path.join(cfg.output_dir, "config.json"), dump)
         log.info("full config: %s and the log", os.path.join(cfg.output_dir, "config.json"))
     if dist.is_dist(eng.kv):
         log.info("kvstore %s: rank %d of %d, %s", eng.kv.type, eng.kv.rank, eng.kv.num_workers,
